@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reasonlens.interventions import added_parameters, noise_share, noise_strengths, with_noise
+from reasonlens.interventions import added_parameters, noise_share, noise_strengths
 from reasonlens.models import ModelConfig, Transformer
 from reasonlens.models.noise import draw_noise_matrix
 from tests.conftest import tiny_config
@@ -197,14 +197,6 @@ def test_noise_none_is_the_unchanged_fused_attention(tokens):
     assert torch.equal(a(x), want)
 
 
-def test_noise_share_reports_the_norms():
-    model = noisy("identity", 2.0)
-    share = noise_share(model)
-    assert len(share) == 2 * 2 * 2
-    assert share.noise_norm.to_numpy() == pytest.approx(2.0 * 32**0.5)  # ||2 I||_F with d_model 32
-    assert share.noise_share.between(0, 1).all()
-
-
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -220,14 +212,6 @@ def test_noise_share_reports_the_norms():
 def test_bad_noise_settings_are_named(change, message):
     with pytest.raises(ValueError, match=message):
         tiny_config(**change)
-
-
-def test_with_noise_builds_variants():
-    base = tiny_config()
-    assert with_noise(base, "learned", 0.0).noise_alpha == 0.0  # learned may start at 0
-    assert with_noise(with_noise(base, "fixed", 1.0), "none", 1.0) == base
-    with pytest.raises(ValueError, match="noise must be one of"):
-        with_noise(base, "buffer", 1.0)
 
 
 def test_noisy_models_do_not_convert_to_transformerlens():
