@@ -346,8 +346,9 @@ class Transformer(HookedRootModule):
 
         Deterministic given ``seed`` (default: ``cfg.seed``) and independent of torch's global RNG.
         Learned noise strengths are reset to ``cfg.noise_alpha``; the noise matrices are not
-        redrawn (they depend on ``cfg.noise_seed`` only). Noise never changes the weights drawn:
-        models that differ only in their noise settings start from the same W's.
+        redrawn (they are drawn at construction from ``cfg.noise_seed``, else ``cfg.seed``). Noise
+        never changes the weights drawn: models that differ only in their noise settings start
+        from the same W's.
         """
         gen = torch.Generator().manual_seed(self.cfg.seed if seed is None else seed)
         for name, p in self.named_parameters():
