@@ -85,11 +85,14 @@ class Preset:
 
 
 PRESETS = {
-    # CPU defaults (README "Results: depth versus steps"): L in {2, 3, 4} and k <= 5, so the 3-layer
-    # row covers its serial line (2), both parallel bounds (3, 4) and one step past them; L = 4
-    # stops far below its bounds (7 and 13). Sizes and budget chosen by measurement.
+    # CPU defaults (README "Results: depth versus steps"): L in {2, 3} and k <= 5, so the 3-layer
+    # row covers its serial line (2), both parallel bounds (3, 4) and one step past them (the
+    # 3-layer experiment of Tian et al.); L = 4 and 5 need --layers / --k-max or --preset paper.
+    # pre-LN, gamma 0.5, 50 tokens, 2 off-path pairs: measured here, a 3-layer model learned k = 3
+    # in favourable order to 99% test accuracy in ~1800 steps (~50 ms a step on 2 busy cores), and
+    # k = 2 in random order stayed on its plateau for 2000 steps.
     "cpu": Preset(
-        layers=(2, 3, 4),
+        layers=(2, 3),
         k_max=5,
         k_past=1,
         orders=("random", "favourable"),
@@ -104,12 +107,12 @@ PRESETS = {
         gamma=0.5,
         init="normal",
         batch_size=256,
-        steps=1500,
+        steps=2000,
         lr=2e-3,
         warmup_steps=100,
         schedule="constant",
         min_lr=2e-3,
-        eval_every=100,
+        eval_every=200,
         n_eval=1000,
         solved_patience=2,
         bf16=True,
