@@ -30,7 +30,10 @@ def test_quick_mode_end_to_end(tmp_path, no_static_export, capsys):
     assert set(probes.target) == {f"hop{j}" for j in range(analysis["k"] + 1)}
     assert set(probes.position) == {2 * (analysis["k"] + 1)}  # the query, with margin 1
     assert (out / "probes.html").exists() and (out / "attention.csv").exists()
-    assert "order = favourable" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "trained on order = favourable (accuracy" in printed and "(acc_other_order" in printed
+    assert results.acc_other_order.between(0, 1).all()
+    assert list(results.order_only_share) == [1 / {1: 1, 2: 2, 3: 6}[k] for k in results.k]
 
 
 def test_grid_follows_the_bounds_and_the_orders():
