@@ -12,6 +12,10 @@ for it in layer ``l``, so a model that matches has a diagonal-dominant ``M(l)``.
     k_s   = N_k(o_s) W_K[l, h] + b_K[l, h]                        key that output produces
     M(l)  = q k^T / sqrt(d_head)                                  rows t, columns s
 
+With attention noise (``ModelConfig.noise``), ``W_V W_O`` and ``W_Q W_K^T`` above are the
+effective matrices the model computes with: ``o_s`` gains ``N_v(E_s) a Z_OV[l-1]`` (summed over
+heads) and ``M(l)`` gains ``N_q(E_t) a Z_QK[l, h] N_k(o_s)^T / sqrt(d_head)``.
+
 ``E`` holds the token-embedding rows ``W_E[tokens]`` (the in-distribution tokens by default);
 position embeddings, MLPs and whatever else the residual stream holds are left out, so each vector
 is taken on its own. ``N`` carries a vector from where it is written to where it is read, through
@@ -90,11 +94,16 @@ def matching_matrix_tensor(
     src = carry(model, E, 0, layer - 1)
     v = torch.einsum("vd,hde->hve", src, prev.W_V) + prev.b_V[:, None, :]
     o = torch.einsum("hve,hed->vd", v, prev.W_O) + prev.b_O
+    if (noise_ov := prev.noise_matrix("OV")) is not None:  # effective W_OV = W_V W_O + a Z_OV
+        o = o + torch.einsum("vd,hde->ve", src, noise_ov)
     k_in = carry(model, o, layer - 1, layer)
     q_in = carry(model, E, 0, layer)
     q = torch.einsum("vd,hde->hve", q_in, cur.W_Q) + cur.b_Q[:, None, :]
     k = torch.einsum("vd,hde->hve", k_in, cur.W_K) + cur.b_K[:, None, :]
-    return torch.einsum("hte,hse->hts", q, k).cpu() / cur.attn_scale
+    M = torch.einsum("hte,hse->hts", q, k)
+    if (noise_qk := cur.noise_matrix("QK")) is not None:  # effective W_QK = W_Q W_K^T + a Z_QK
+        M = M + torch.einsum("td,hde,se->hts", q_in, noise_qk, k_in)
+    return M.cpu() / cur.attn_scale
 
 
 def matching_matrix(

@@ -15,10 +15,12 @@ from typing import Any, Literal
 Norm = Literal["pre", "post", "none"]
 Init = Literal["normal", "uniform"]
 ActFn = Literal["relu", "gelu", "gelu_new"]
+Noise = Literal["none", "fixed", "learned", "identity"]
 
 NORMS = ("pre", "post", "none")
 INITS = ("normal", "uniform")
 ACT_FNS = ("relu", "gelu", "gelu_new")
+NOISES = ("none", "fixed", "learned", "identity")
 
 
 @dataclass
@@ -39,6 +41,28 @@ class ModelConfig:
     ``d_in`` is the number of inputs feeding one output unit: ``d_vocab`` for the token embedding,
     ``n_ctx`` for the position embedding, ``d_model`` for W_Q/W_K/W_V/W_in/W_U, ``n_heads * d_head``
     for W_O and ``d_mlp`` for W_out. Biases start at zero, LayerNorm gains at one.
+
+    Attention noise (``noise``, ``noise_alpha``, ``noise_seed``): our reading of the "orthogonal
+    noise" / random-matrix reparametrisation of Wang et al. (arXiv 2405.15302, v1-v3), whose exact
+    formula is not public. Every head ``h`` of every layer ``l`` computes with the effective matrices
+
+        W_QK(l, h) = W_Q W_K^T + a_QK(l, h) Z_QK(l, h)        [d_model, d_model]
+        W_OV(l, h) = W_V W_O   + a_OV(l, h) Z_OV(l, h)        [d_model, d_model]
+
+    in TransformerLens's orientation (attention logit ``x_q W_QK x_k^T / sqrt(d_head)``, head output
+    ``pattern @ (x W_OV)``), where ``x`` is what the attention reads (the LayerNormed stream for
+    pre-LN, the stream itself for post-LN and no-norm). ``alpha`` lives in the space of
+    ``W_Q W_K^T``, before the ``1 / sqrt(d_head)`` score scale, so the noise adds
+    ``alpha / sqrt(d_head) * x_q Z x_k^T`` to the logits; on the OV side there is no scale.
+
+    - ``"none"``: the standard model (the default; ``noise_alpha`` must stay 0);
+    - ``"fixed"``: ``a = noise_alpha`` (> 0) and each ``Z`` an independent ``d_model x d_model``
+      Gaussian matrix divided by its spectral norm (so ``||Z||_2 = 1``), drawn once from
+      ``noise_seed`` (default: ``seed``) independently of torch's global RNG, and never trained;
+    - ``"learned"``: the same ``Z``, with ``a_QK(l, h)`` and ``a_OV(l, h)`` trainable scalars
+      starting at ``noise_alpha`` (>= 0): ``2 * n_layers * n_heads`` extra parameters;
+    - ``"identity"``: ``Z = I`` with ``a = noise_alpha`` (> 0), the control the buffer paper
+      reports failing.
     """
 
     n_layers: int
@@ -58,6 +82,9 @@ class ModelConfig:
     init: Init = "normal"
     gamma: float = 0.5
     seed: int = 0  # seeds the initial weights, independently of torch's global RNG
+    noise: Noise = "none"  # attention reparametrisation (see the class docstring)
+    noise_alpha: float = 0.0  # noise strength, in the space of W_Q W_K^T and W_V W_O
+    noise_seed: int | None = None  # seeds the noise matrices Z; None: use ``seed``
     # Where the weights live. Kept up to date by Transformer when it is moved; not saved.
     device: str = field(default="cpu", compare=False)
 
@@ -104,6 +131,32 @@ class ModelConfig:
                 raise ValueError(f"ModelConfig.{name} must be True or False; got {getattr(self, name)!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"ModelConfig.seed must be an integer; got {self.seed!r}")
+        self._validate_noise()
+
+    def _validate_noise(self) -> None:
+        if self.noise not in NOISES:
+            raise ValueError(f"ModelConfig.noise must be one of {NOISES}; got {self.noise!r}")
+        a = self.noise_alpha
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) or a < 0:
+            raise ValueError(f"ModelConfig.noise_alpha must be a finite number >= 0; got {a!r}")
+        if self.noise == "none" and a != 0:
+            raise ValueError(
+                f"ModelConfig.noise_alpha={a!r} has no effect with noise='none'; set "
+                "noise='fixed', 'learned' or 'identity', or leave noise_alpha at 0"
+            )
+        if self.noise in ("fixed", "identity") and a == 0:
+            raise ValueError(
+                f"ModelConfig.noise={self.noise!r} needs noise_alpha > 0 (0 is the plain model: use "
+                "noise='none'); got noise_alpha=0"
+            )
+        s = self.noise_seed
+        if s is not None and (isinstance(s, bool) or not isinstance(s, int)):
+            raise ValueError(f"ModelConfig.noise_seed must be an integer or None; got {s!r}")
+
+    @property
+    def noise_seed_used(self) -> int:
+        """The seed the noise matrices are drawn from (``noise_seed``, else ``seed``)."""
+        return self.seed if self.noise_seed is None else self.noise_seed
 
     # -- TransformerLens compatibility: ActivationCache and the patching utilities read these. --
     @property

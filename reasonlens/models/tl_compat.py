@@ -31,6 +31,11 @@ def to_hooked_transformer(model: Transformer):  # noqa: ANN201
             "to_hooked_transformer: TransformerLens has no post-LN architecture; only norm='pre' "
             "or norm='none' models convert (this model has norm='post')"
         )
+    if cfg.noise != "none":
+        raise ValueError(
+            f"to_hooked_transformer: TransformerLens has no attention noise; only noise='none' models "
+            f"convert (this model has noise={cfg.noise!r})"
+        )
     try:
         from transformer_lens import HookedTransformer, HookedTransformerConfig
     except ImportError as err:  # TransformerLens >= 4.0

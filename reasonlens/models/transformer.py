@@ -9,6 +9,16 @@ Attention has two numerically equivalent paths. When nothing is hooked on the at
 pattern, it calls ``scaled_dot_product_attention`` on a fused QKV projection (fast); as soon as a
 hook is attached to ``hook_attn_scores`` or ``hook_pattern`` (``run_with_cache`` attaches one to
 every hook point), it computes the pattern explicitly so the hooks can read and edit it.
+
+With attention noise (``ModelConfig.noise`` other than "none"; our reading of Wang et al.'s
+random-matrix reparametrisation, see :class:`~reasonlens.models.config.ModelConfig`), both paths
+compute with the effective matrices ``W_Q W_K^T + a Z_QK`` and ``W_V W_O + a Z_OV`` by widening
+each head: queries ``[x W_Q + b_Q, a x Z_QK]``, keys ``[x W_K + b_K, x]`` and values
+``[x W_V + b_V, a x Z_OV]``, scores scaled by ``1 / sqrt(d_head)`` (not by the widened size), and
+the head's output ``z W_O + pattern @ (a x Z_OV)``. Hook names and shapes do not change:
+``hook_q``/``hook_k``/``hook_v``/``hook_z`` hold the ``d_head``-wide parts (the ``W`` path), while
+``hook_attn_scores``, ``hook_pattern`` and ``hook_attn_out`` hold what the model computes, noise
+included. ``model.QK`` and ``model.OV`` report the effective matrices.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from transformer_lens.FactoredMatrix import FactoredMatrix
 from transformer_lens.hook_points import HookPoint
 
 from reasonlens.models.config import ModelConfig
+from reasonlens.models.noise import draw_layer_noise
 
 FORMAT_NAME = "reasonlens.transformer"
 FORMAT_VERSION = 1
@@ -110,10 +121,11 @@ class LayerNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, layer: int = 0):
         super().__init__()
         H, D, dh = cfg.n_heads, cfg.d_model, cfg.d_head
         self.n_heads, self.d_head = H, dh
+        self.noise = cfg.noise
         self.W_Q = nn.Parameter(torch.empty(H, D, dh))
         self.W_K = nn.Parameter(torch.empty(H, D, dh))
         self.W_V = nn.Parameter(torch.empty(H, D, dh))
@@ -133,6 +145,27 @@ class Attention(nn.Module):
         self.hook_attn_scores = HookPoint()  # [batch, head_index, query_pos, key_pos]
         self.hook_pattern = HookPoint()  # [batch, head_index, query_pos, key_pos]
         self.hook_z = HookPoint()  # [batch, pos, head_index, d_head]
+        if cfg.noise in ("fixed", "learned"):  # the random matrices, saved with the weights
+            seed = cfg.noise_seed_used
+            self.register_buffer("Z_QK", draw_layer_noise(seed, layer, H, D, "QK"))
+            self.register_buffer("Z_OV", draw_layer_noise(seed, layer, H, D, "OV"))
+        if cfg.noise == "learned":  # one trainable strength per head and matrix
+            self.alpha_QK = nn.Parameter(torch.full((H,), float(cfg.noise_alpha)))
+            self.alpha_OV = nn.Parameter(torch.full((H,), float(cfg.noise_alpha)))
+        elif cfg.noise != "none":
+            self.register_buffer("alpha_QK", torch.full((H,), float(cfg.noise_alpha)), persistent=False)
+            self.register_buffer("alpha_OV", torch.full((H,), float(cfg.noise_alpha)), persistent=False)
+
+    def noise_matrix(self, matrix: str) -> Float[Tensor, "n_heads d_model d_model"] | None:
+        """``a Z`` per head for ``matrix`` "QK" or "OV" (``Z = I`` for identity noise); None
+        without noise. Added to ``W_Q W_K^T`` resp. ``W_V W_O`` to give the effective matrix."""
+        if self.noise == "none":
+            return None
+        alpha = self.alpha_QK if matrix == "QK" else self.alpha_OV
+        if self.noise == "identity":
+            eye = torch.eye(self.W_Q.shape[1], device=alpha.device, dtype=alpha.dtype)
+            return alpha[:, None, None] * eye
+        return alpha[:, None, None] * (self.Z_QK if matrix == "QK" else self.Z_OV)
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
         B, T, D = x.shape
@@ -144,6 +177,8 @@ class Attention(nn.Module):
         q = self.hook_q(qkv[:, :, 0])
         k = self.hook_k(qkv[:, :, 1])
         v = self.hook_v(qkv[:, :, 2])
+        if self.noise != "none":
+            return self._attend_with_noise(x, q, k, v)
         if _hooked(self.hook_attn_scores, self.hook_pattern):
             scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / self.attn_scale
             causal = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
@@ -157,6 +192,43 @@ class Attention(nn.Module):
         z = self.hook_z(z)
         out = torch.addmm(self.b_O, z.reshape(B * T, H * dh), self.W_O.reshape(H * dh, D))
         return out.view(B, T, D)
+
+    def _attend_with_noise(
+        self,
+        x: Float[Tensor, "batch pos d_model"],
+        q: Float[Tensor, "batch pos head_index d_head"],
+        k: Float[Tensor, "batch pos head_index d_head"],
+        v: Float[Tensor, "batch pos head_index d_head"],
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """Attention with the effective matrices ``W_Q W_K^T + a Z_QK`` and ``W_V W_O + a Z_OV``,
+        by widening each head's queries, keys and values (module docstring)."""
+        B, T, D = x.shape
+        H, dh = self.n_heads, self.d_head
+        x = x.to(q.dtype)
+        x_heads = x.unsqueeze(2).expand(B, T, H, D)
+        if self.noise == "identity":
+            xq, xv = x_heads, x_heads
+        else:  # x Z for every head and both matrices in one matmul: [D, 2 * H * D]
+            z_all = torch.cat([self.Z_QK, self.Z_OV]).permute(1, 0, 2).reshape(D, 2 * H * D)
+            xz = (x.reshape(B * T, D) @ z_all.to(x.dtype)).view(B, T, 2, H, D)
+            xq, xv = xz[:, :, 0], xz[:, :, 1]
+        q = torch.cat([q, xq * self.alpha_QK.to(x.dtype)[:, None]], dim=-1)
+        k = torch.cat([k, x_heads], dim=-1)
+        v = torch.cat([v, xv * self.alpha_OV.to(x.dtype)[:, None]], dim=-1)
+        if _hooked(self.hook_attn_scores, self.hook_pattern):
+            scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / self.attn_scale
+            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
+            scores = self.hook_attn_scores(scores.masked_fill(causal, float("-inf")))
+            pattern = self.hook_pattern(scores.softmax(dim=-1))
+            zz = torch.einsum("bhqk,bkhd->bqhd", pattern.to(v.dtype), v)
+        else:
+            zz = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
+                scale=1.0 / self.attn_scale,
+            ).transpose(1, 2)  # fmt: skip
+        z = self.hook_z(zz[..., :dh])
+        out = torch.addmm(self.b_O, z.reshape(B * T, H * dh), self.W_O.reshape(H * dh, D))
+        return out.view(B, T, D) + zz[..., dh:].sum(dim=2)
 
 
 class MLP(nn.Module):
@@ -200,7 +272,7 @@ class TransformerBlock(nn.Module):
         self.norm = cfg.norm
         self.attn_only = cfg.attn_only
         self.ln1 = LayerNorm(cfg) if cfg.norm != "none" else nn.Identity()
-        self.attn = Attention(cfg)
+        self.attn = Attention(cfg, layer)
         if not self.attn_only:
             self.ln2 = LayerNorm(cfg) if cfg.norm != "none" else nn.Identity()
             self.mlp = MLP(cfg)
@@ -273,11 +345,18 @@ class Transformer(HookedRootModule):
         """(Re)draw every weight matrix from the config's distribution; gains 1, biases 0.
 
         Deterministic given ``seed`` (default: ``cfg.seed``) and independent of torch's global RNG.
+        Learned noise strengths are reset to ``cfg.noise_alpha``; the noise matrices are not
+        redrawn (they are drawn at construction from ``cfg.noise_seed``, else ``cfg.seed``). Noise
+        never changes the weights drawn: models that differ only in their noise settings start
+        from the same W's.
         """
         gen = torch.Generator().manual_seed(self.cfg.seed if seed is None else seed)
         for name, p in self.named_parameters():
             d_in = fan_in(self.cfg, name)
             leaf = name.rsplit(".", 1)[-1]
+            if leaf in ("alpha_QK", "alpha_OV"):  # learned noise strengths start at noise_alpha
+                p.fill_(self.cfg.noise_alpha)
+                continue
             if d_in is None:
                 p.fill_(1.0 if leaf == "w" else 0.0)
                 continue
@@ -403,13 +482,35 @@ class Transformer(HookedRootModule):
 
     @property
     def QK(self) -> FactoredMatrix:
-        """Per-head bilinear attention form ``W_Q W_K^T``: [n_layers, n_heads, d_model, d_model]."""
-        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
+        """Per-head bilinear attention form ``W_Q W_K^T``: [n_layers, n_heads, d_model, d_model].
+
+        With attention noise, the effective ``W_Q W_K^T + a Z_QK``, factored as
+        ``[W_Q | a Z_QK] @ [W_K^T ; I]`` (inner dimension ``d_head + d_model``).
+        """
+        if self.cfg.noise == "none":
+            return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
+        return self._with_noise(self.W_Q, self.W_K.transpose(-2, -1), "QK")
 
     @property
     def OV(self) -> FactoredMatrix:
-        """Per-head output-value map ``W_V W_O``: [n_layers, n_heads, d_model, d_model]."""
-        return FactoredMatrix(self.W_V, self.W_O)
+        """Per-head output-value map ``W_V W_O``: [n_layers, n_heads, d_model, d_model].
+
+        With attention noise, the effective ``W_V W_O + a Z_OV``, factored as
+        ``[W_V | a Z_OV] @ [W_O ; I]``.
+        """
+        if self.cfg.noise == "none":
+            return FactoredMatrix(self.W_V, self.W_O)
+        return self._with_noise(self.W_V, self.W_O, "OV")
+
+    def _with_noise(
+        self,
+        A: Float[Tensor, "n_layers n_heads d_model d_head"],
+        B: Float[Tensor, "n_layers n_heads d_head d_model"],
+        matrix: str,
+    ) -> FactoredMatrix:
+        noise = torch.stack([block.attn.noise_matrix(matrix) for block in self.blocks]).to(A.dtype)
+        eye = torch.eye(self.cfg.d_model, dtype=B.dtype, device=B.device).expand(*B.shape[:2], -1, -1)
+        return FactoredMatrix(torch.cat([A, noise], dim=-1), torch.cat([B, eye], dim=-2))
 
     # -- save / load: safetensors weights, JSON config and metadata in its header ---------------
     def save(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:

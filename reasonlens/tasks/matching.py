@@ -47,11 +47,11 @@ from reasonlens.tasks.batch import Batch
 
 Split = Literal["train", "test", "ood"]
 Kind = Literal["single_chain", "double_chain", "with_steps"]
-Order = Literal["random", "chain", "reverse"]
+Order = Literal["random", "chain", "reverse", "path_chain", "path_reverse"]
 
 SPLITS: tuple[str, ...] = ("train", "test", "ood")
 KINDS: tuple[str, ...] = ("single_chain", "double_chain", "with_steps")
-ORDERS: tuple[str, ...] = ("random", "chain", "reverse")
+ORDERS: tuple[str, ...] = ("random", "chain", "reverse", "path_chain", "path_reverse")
 PAD = 0
 DEFAULT_N_TOKENS = 100
 TRAIN_RESIDUES = (0, 1, 4)
@@ -212,8 +212,12 @@ def generate(
     """Generate ``n`` examples; deterministic given all arguments.
 
     ``order`` places the pairs: "random" (shuffled, the paper's setting), "chain" (in chain order)
-    or "reverse" (reverse chain order). ``seed`` may be an int or a sequence of ints (e.g.
-    ``(seed, step)`` for a fresh batch per training step).
+    or "reverse" (reverse chain order). "path_chain" and "path_reverse" shuffle the pairs, then
+    reorder only the pairs on the query's hop path within the slots they landed in: in hop order
+    (hop 1's pair leftmost) or in reverse hop order (hop k's pair leftmost, so every hop's pair
+    comes after the pair of the hop that follows it). Their slots stay random, so unlike "chain"
+    and "reverse" the answer's position is not fixed relative to the query's pair. ``seed`` may
+    be an int or a sequence of ints (e.g. ``(seed, step)`` for a fresh batch per training step).
     """
     ks = _validate(n, split, steps, seq_len, kind, n_tokens, order)
     seed_seq = [seed] if isinstance(seed, (int, np.integer)) else list(seed)
@@ -232,8 +236,10 @@ def generate(
 
     # Place the pairs: pair_list[:, c] is the c-th pair in "chain order"; perm[:, p] is the chain
     # pair written at sequence slot p.
-    if order == "random":
+    if order in ("random", "path_chain", "path_reverse"):
         perm = np.argsort(rng.random((n, n_pairs)), axis=1)
+        if order != "random":
+            perm = _order_path(perm, hop_chain_pair, k, reverse=order == "path_reverse")
     elif order == "chain":
         perm = np.tile(np.arange(n_pairs), (n, 1))
     else:
@@ -344,6 +350,27 @@ def _double_chain(rng, n, n_pairs, k, lo, hi, residues):  # noqa: ANN001, ANN202
     hop_chain_pair = np.where(use_distractor[:, None], hop_from_d, hop_on_chain)
     hop_chain_pair = np.where(j[:, :-1] < k[:, None], hop_chain_pair, -1)
     return pair_list, chains, paths, hop_chain_pair, dist, qc
+
+
+def _order_path(perm: np.ndarray, hop_chain_pair: np.ndarray, k: np.ndarray, reverse: bool) -> np.ndarray:
+    """Reorder the hop-path pairs of each example within the slots they occupy in ``perm``.
+
+    ``perm[i, slot]`` is the chain pair at that slot; ``hop_chain_pair[i, j]`` the chain pair of hop
+    ``j`` (-1 past ``k``). After this, the path pairs sit in the same set of slots, in hop order
+    (or reverse hop order); every other pair keeps its slot.
+    """
+    n, kmax = hop_chain_pair.shape
+    valid = hop_chain_pair >= 0
+    slot_of = np.argsort(perm, axis=1)
+    slots = np.where(valid, np.take_along_axis(slot_of, np.maximum(hop_chain_pair, 0), 1), perm.shape[1])
+    ordered = np.sort(slots, axis=1)  # the path's slots, ascending, padding last
+    j = np.arange(kmax)[None, :]
+    rank = np.where(valid, (k[:, None] - 1 - j) if reverse else j, 0)
+    new_slot = np.take_along_axis(ordered, rank, 1)
+    out = perm.copy()
+    rows = np.broadcast_to(np.arange(n)[:, None], (n, kmax))
+    out[rows[valid], new_slot[valid]] = hop_chain_pair[valid]
+    return out
 
 
 def _draw_chain(rng, n, length, lo, hi, residues, used):  # noqa: ANN001, ANN202

@@ -93,3 +93,28 @@ def test_carry_follows_the_models_layernorms(norm):
             ln = model.blocks[layer].ln1
             seen = cache[f"blocks.{layer}.ln1.hook_normalized"][0] * ln.w + ln.b
         torch.testing.assert_close(carry(model, E, 0, layer), seen, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("noise, alpha", [("fixed", 0.8), ("learned", 0.3), ("identity", 0.5)])
+def test_matching_matrix_uses_the_effective_matrices_with_noise(noise, alpha):
+    """Without normalisation or biases, M(l) = E W_QK(l) (E W_OV(l-1))^T / sqrt(d_head), with the
+    effective (noise-including) matrices that model.QK and model.OV report."""
+    cfg = ModelConfig(n_layers=3, d_model=16, d_head=8, d_mlp=0, n_ctx=4, d_vocab=V, norm="none", seed=2,
+                      noise=noise, noise_alpha=alpha)  # fmt: skip
+    model = Transformer(cfg)
+    tokens = [1, 2, 3, 4, 5]
+    E = model.W_E[tokens]
+    for layer in (1, 2):
+        want = E @ model.QK.AB[layer, 0] @ (E @ model.OV.AB[layer - 1, 0]).T / math.sqrt(8)
+        torch.testing.assert_close(matching_matrix_tensor(model, layer)[0], want, atol=1e-5, rtol=1e-4)
+    # identity noise on zeroed weights: E a I (E a I)^T / sqrt(d_head), diagonal for one-hot E
+    if noise == "identity":
+        hand = hand_built("none")
+        hand_noisy = Transformer(hand.cfg.replace(noise="identity", noise_alpha=alpha))
+        hand_noisy.load_state_dict(hand.state_dict())
+        with torch.no_grad():
+            for block in hand_noisy.blocks:
+                for name in ("W_Q", "W_K", "W_V", "W_O"):
+                    getattr(block.attn, name).zero_()
+        M = matching_matrix_tensor(hand_noisy, 1)[0]
+        torch.testing.assert_close(M, alpha**2 * torch.eye(5) / math.sqrt(V))

@@ -170,6 +170,37 @@ def test_pair_orders(order, expect):
         assert pairs == [(chain[expect(j)], chain[expect(j) + 1]) for j in range(6)]
 
 
+@pytest.mark.parametrize(
+    "kind, seq_len, steps", [("single_chain", 19, (1, 3, 5)), ("double_chain", 17, (1, 2, 3))]
+)
+@pytest.mark.parametrize("order", ["path_chain", "path_reverse"])
+def test_path_orders_sort_only_the_hop_pairs(order, kind, seq_len, steps):
+    """The hop pairs sit in hop order (path_chain) or reverse hop order (path_reverse) at random
+    slots; every example still holds the same pairs, query and answer as with order='random'."""
+    n = 400
+    ds = matching.generate(n=n, steps=steps, seq_len=seq_len, kind=kind, order=order, seed=4)
+    ref = matching.generate(n=n, steps=steps, seq_len=seq_len, kind=kind, order="random", seed=4)
+    assert torch.equal(ds.paths, ref.paths) and torch.equal(ds.answers, ref.answers)
+    assert torch.equal(ds.inputs[:, -1], ref.inputs[:, -1])  # the query
+    assert torch.equal(ds.pairs.sort(1).values, ref.pairs.sort(1).values)  # same pairs, moved
+    for i in range(n):
+        k = int(ds.steps[i])
+        slots = ds.hop_pairs[i, :k].tolist()
+        # hop j's pair maps path[j] to path[j + 1]
+        for j, slot in enumerate(slots):
+            assert ds.pairs[i, slot].tolist() == ds.paths[i, j : j + 2].tolist()
+        assert slots == (sorted(slots) if order == "path_chain" else sorted(slots, reverse=True))
+        assert sorted(slots) == sorted(ref.hop_pairs[i, :k].tolist())  # the same slots as random
+        # every other pair keeps its random slot
+        others = [p for p in range(ds.n_pairs) if p not in slots]
+        assert torch.equal(ds.pairs[i, others], ref.pairs[i, others])
+    # the slots are spread, so the answer is not at a fixed offset from the query's pair
+    k_max = max(steps)
+    sel = ds.steps == k_max
+    offsets = (ds.hop_pairs[sel, 0] - ds.hop_pairs[sel, k_max - 1]).abs()
+    assert len(set(offsets.tolist())) > 1
+
+
 def test_batch_masks_only_the_answer():
     ds = matching.generate(n=8, seed=0)
     b = ds.batch()

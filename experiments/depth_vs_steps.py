@@ -1,0 +1,410 @@
+"""How many reasoning steps does a model of a given depth resolve in one forward pass?
+
+Serial matching needs k + 1 attention layers for k steps (one layer pairs each child with its
+parent, each further layer follows one hop). Tian, Chen, Wang and Xu (arXiv 2509.23178) show that
+with L layers a single pass can resolve between 2^(L-1) - 1 and (3^(L-1) - 1)/2 steps when the
+pairs are favourably ordered. This script trains models with L layers on single-chain matching
+with k steps (k = 1 up to just past the upper bound, capped by the preset), with the pairs in
+random order and in a favourable order, and maps final accuracy over (L, k).
+
+Favourable order ("path_reverse"): the k pairs on the query's path appear in reverse hop order
+(the last hop's pair leftmost) at otherwise random slots. A causal model reads left to right, so
+every path pair can then attend to the pair of the hop after it, which is already to its left,
+and extend the link it holds (x -> y becomes x -> z), while its own parent x stays the key the
+query matches on; links can double in length with every layer. The other pairs stay random, so
+the answer is never at a fixed offset from the query's pair (with the whole chain sorted it would
+be, and a 2-layer model could read it off by position).
+
+    python experiments/depth_vs_steps.py              # CPU defaults (see --help and PRESETS)
+    python experiments/depth_vs_steps.py --quick      # seconds: a smoke run
+    python experiments/depth_vs_steps.py --preset paper --device cuda   # L = 2..5, full k range
+
+Each example: a chain of k + MARGIN pairs (MARGIN off-path pairs beyond the hops) plus the query;
+seq_len = 2 (k + margin) + 1. ``accuracy`` is answer accuracy on fresh in-distribution examples;
+test (unseen pairs) and OOD accuracies are kept as well, and ``acc_other_order``: the accuracy of
+each model on the other order (a favourable-order model that only exploits the order drops to about
+``order_only_share`` = 1/k! on random order). Outputs under --out (default
+figures/depth_vs_steps/): results.csv (one row per run: n_layers, k, order, seed, accuracy, ...),
+curves.csv, runs/<run>/ (checkpoints), heatmap.html (+ heatmap_test.html) with the serial line and
+both parallel bounds, and, for the run that beats the serial bound by the most steps (if any):
+probes.csv / attention.csv and their figures (which layer makes which hop readable at the query).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from reasonlens.analysis import attention_matching_scores
+from reasonlens.io import write_csv, write_json
+from reasonlens.models import ModelConfig, Transformer
+from reasonlens.plots import attention_figure, probe_figure, save_figure
+from reasonlens.plots.interventions import depth_heatmap, parallel_bounds, serial_bound
+from reasonlens.probes import probe_sweep
+from reasonlens.probes.collect import hook_label, ordered_hooks, resid_hooks
+from reasonlens.tasks import matching
+from reasonlens.training import TrainConfig, evaluate_lm
+from reasonlens.training.matching_runs import MatchingRun, run_grid
+
+ORDER_NAMES = {"random": "random", "favourable": "path_reverse"}  # CLI name -> generator order
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Grid, model and budget of one preset (see PRESETS for the numbers and why)."""
+
+    layers: tuple[int, ...]
+    k_max: int  # cap on k; each L runs k = 1 .. min(upper bound + k_past, k_max)
+    k_past: int  # how many steps past the upper parallel bound
+    orders: tuple[str, ...]
+    seeds: tuple[int, ...]
+    margin: int  # pairs beyond the k hops
+    n_tokens: int
+    d_model: int
+    d_head: int
+    n_heads: int
+    d_mlp: int
+    norm: str
+    gamma: float
+    init: str
+    batch_size: int
+    steps: int
+    lr: float
+    warmup_steps: int
+    schedule: str
+    min_lr: float
+    eval_every: int
+    n_eval: int
+    solved_patience: int | None
+    bf16: bool
+    probe_examples: int
+    probe_threshold: float
+
+
+PRESETS = {
+    # CPU defaults (README "Results: depth versus steps"): L in {2, 3} and k <= 5, so the 3-layer
+    # row covers its serial line (2), both parallel bounds (3, 4) and one step past them (the
+    # 3-layer experiment of Tian et al.); L = 4 and 5 need --layers / --k-max or --preset paper.
+    # pre-LN, gamma 0.5, 50 tokens, 2 off-path pairs: measured here, a 3-layer model learned k = 3
+    # in favourable order to 99% test accuracy in ~1800 steps (~50 ms a step on 2 busy cores), and
+    # k = 2 in random order stayed on its plateau for 2000 steps.
+    "cpu": Preset(
+        layers=(2, 3),
+        k_max=5,
+        k_past=1,
+        orders=("random", "favourable"),
+        seeds=(0,),
+        margin=2,
+        n_tokens=50,
+        d_model=64,
+        d_head=64,
+        n_heads=1,
+        d_mlp=256,
+        norm="pre",
+        gamma=0.5,
+        init="normal",
+        batch_size=256,
+        steps=2000,
+        lr=2e-3,
+        warmup_steps=100,
+        schedule="constant",
+        min_lr=2e-3,
+        eval_every=200,
+        n_eval=1000,
+        solved_patience=2,
+        bf16=True,
+        probe_examples=4000,
+        probe_threshold=0.9,
+    ),
+    # For a GPU: L = 2..5 with k up to one past each upper bound (2, 5, 14 and 41 steps), 3 seeds,
+    # 4 off-path pairs per example (fewer slot layouts to memorise than with the CPU's 2; see the
+    # README for what the favourable order let a 2-layer model do with 2). Not run here.
+    "paper": Preset(
+        layers=(2, 3, 4, 5),
+        k_max=41,
+        k_past=1,
+        orders=("random", "favourable"),
+        seeds=(0, 1, 2),
+        margin=4,
+        n_tokens=250,
+        d_model=256,
+        d_head=64,
+        n_heads=4,
+        d_mlp=1024,
+        norm="pre",
+        gamma=0.5,
+        init="normal",
+        batch_size=512,
+        steps=20_000,
+        lr=1e-3,
+        warmup_steps=500,
+        schedule="cosine",
+        min_lr=1e-4,
+        eval_every=250,
+        n_eval=4000,
+        solved_patience=4,
+        bf16=True,
+        probe_examples=20_000,
+        probe_threshold=0.9,
+    ),
+    # A smoke run in seconds (used by the test suite).
+    "quick": Preset(
+        layers=(2, 3),
+        k_max=3,
+        k_past=1,
+        orders=("random", "favourable"),
+        seeds=(0,),
+        margin=1,
+        n_tokens=50,
+        d_model=16,
+        d_head=8,
+        n_heads=2,
+        d_mlp=32,
+        norm="pre",
+        gamma=0.5,
+        init="normal",
+        batch_size=32,
+        steps=8,
+        lr=3e-3,
+        warmup_steps=2,
+        schedule="constant",
+        min_lr=3e-3,
+        eval_every=4,
+        n_eval=64,
+        solved_patience=None,
+        bf16=False,
+        probe_examples=200,
+        probe_threshold=0.0,  # so the analysis step runs on whatever the smoke models learned
+    ),
+}
+
+
+def k_range(n_layers: int, k_max: int, k_past: int) -> list[int]:
+    """k = 1 .. min(upper parallel bound + k_past, k_max)."""
+    return list(range(1, min(parallel_bounds(n_layers)[1] + k_past, k_max) + 1))
+
+
+def task_seq_len(k: int, margin: int) -> int:
+    return 2 * (k + margin) + 1
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] + " See the module docstring and README for details.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--preset", choices=["cpu", "paper"], default="cpu", help="configuration to start from")
+    p.add_argument("--quick", action="store_true", help="tiny models and budget: a smoke run in seconds")
+    p.add_argument("--layers", type=int, nargs="+", help="numbers of layers L (preset's if omitted)")
+    p.add_argument("--k-max", type=int, help="cap on the number of steps k")
+    p.add_argument("--orders", nargs="+", choices=sorted(ORDER_NAMES), help="pair orders")
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds (model init and data)")
+    p.add_argument("--steps", type=int, help="optimizer steps per run (overrides the preset)")
+    p.add_argument("--lr", type=float, help="peak learning rate (overrides the preset)")
+    p.add_argument("--norm", choices=["pre", "post", "none"], help="LayerNorm placement")
+    p.add_argument("--margin", type=int, help="off-path pairs per example beyond the k hops")
+    p.add_argument("--no-early-stop", action="store_true", help="always train the full number of steps")
+    p.add_argument("--no-analysis", action="store_true", help="skip the probes of the best run")
+    p.add_argument("--fp32", action="store_true", help="disable bf16 autocast")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
+    p.add_argument("--out", type=Path, default=Path("figures/depth_vs_steps"), help="output directory")
+    p.add_argument("--force", action="store_true", help="retrain runs that already have results")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    args = p.parse_args(argv)
+    for layer in args.layers or ():
+        if layer < 1:
+            p.error(f"--layers: every L must be >= 1; got {layer}")
+    if args.k_max is not None and args.k_max < 1:
+        p.error(f"--k-max must be >= 1; got {args.k_max}")
+    if args.steps is not None and args.steps < 1:
+        p.error(f"--steps must be >= 1; got {args.steps}")
+    if args.lr is not None and not args.lr > 0:
+        p.error(f"--lr must be > 0; got {args.lr}")
+    if args.margin is not None and args.margin < 0:
+        p.error(f"--margin must be >= 0; got {args.margin}")
+    return args
+
+
+def resolve_preset(args: argparse.Namespace) -> Preset:
+    preset = PRESETS["quick" if args.quick else args.preset]
+    overrides = {
+        k: v
+        for k, v in dict(
+            layers=tuple(dict.fromkeys(args.layers)) if args.layers else None,
+            k_max=args.k_max, steps=args.steps, lr=args.lr, norm=args.norm, margin=args.margin,
+            orders=tuple(dict.fromkeys(args.orders)) if args.orders else None,
+            seeds=tuple(dict.fromkeys(args.seeds)) if args.seeds else None,
+        ).items()
+        if v is not None
+    }  # fmt: skip
+    if args.no_early_stop:
+        overrides["solved_patience"] = None
+    if args.fp32:
+        overrides["bf16"] = False
+    if "lr" in overrides and preset.schedule == "constant":
+        overrides["min_lr"] = overrides["lr"]
+    return replace(preset, **overrides)
+
+
+def build_runs(pr: Preset, args: argparse.Namespace) -> list[MatchingRun]:
+    runs = []
+    for n_layers in pr.layers:
+        for k in k_range(n_layers, pr.k_max, pr.k_past):
+            seq_len = task_seq_len(k, pr.margin)
+            for order in pr.orders:
+                for seed in pr.seeds:
+                    model = ModelConfig(
+                        n_layers=n_layers, n_heads=pr.n_heads, d_model=pr.d_model, d_head=pr.d_head,
+                        d_mlp=pr.d_mlp, n_ctx=seq_len, norm=pr.norm,
+                        d_vocab=matching.vocab_size("single_chain", seq_len, pr.n_tokens),
+                        init=pr.init, gamma=pr.gamma, seed=seed,
+                    )  # fmt: skip
+                    train = TrainConfig(
+                        steps=pr.steps, batch_size=pr.batch_size, lr=pr.lr,
+                        warmup_steps=min(pr.warmup_steps, pr.steps // 4), min_lr=pr.min_lr,
+                        schedule=pr.schedule, weight_decay=0.01, grad_clip=1.0, eval_every=pr.eval_every,
+                        device=args.device,
+                        bf16=pr.bf16, seed=seed, progress=not args.no_progress,
+                        desc=f"L{n_layers} k{k} {order} s{seed}",
+                    )  # fmt: skip
+                    lower, upper = parallel_bounds(n_layers)
+                    runs.append(
+                        MatchingRun(
+                            name=f"L{n_layers}_k{k}_{order}_s{seed}", model=model, train=train,
+                            steps=k, seq_len=seq_len, order=ORDER_NAMES[order], n_tokens=pr.n_tokens,
+                            n_eval=pr.n_eval, data_seed=seed, solved_patience=pr.solved_patience,
+                            labels={"n_layers": n_layers, "k": k, "order": order, "seed": seed,
+                                    "serial_bound": serial_bound(n_layers), "lower_bound": lower,
+                                    "upper_bound": upper},
+                        )
+                    )  # fmt: skip
+    return runs
+
+
+@torch.no_grad()
+def add_cross_order_accuracy(results: pd.DataFrame, pr: Preset, out: Path) -> pd.DataFrame:
+    """Each model's accuracy on the *other* order (favourable models on random order and vice
+    versa), on fresh in-distribution examples, and ``order_only_share``: the fraction of random-order
+    examples whose hop pairs happen to sit in reverse hop order (1 / k!). A favourable-order model
+    that relies on the order scores about that share (plus guesses) on random order; one that
+    matches pairs wherever they are keeps its accuracy."""
+    other = {"random": "favourable", "favourable": "random"}
+    accs = []
+    for row in results.itertuples():
+        k, seq_len = int(row.k), task_seq_len(int(row.k), pr.margin)
+        data = matching.generate(
+            pr.n_eval, "train", k, seq_len, seed=(int(row.seed), 13), n_tokens=pr.n_tokens,
+            order=ORDER_NAMES[other[row.order]],
+        )  # fmt: skip
+        accs.append(evaluate_lm(Transformer.load(out / row.checkpoint), data.batch())["accuracy"])
+    return results.assign(
+        acc_other_order=accs, order_only_share=[1.0 / math.factorial(int(k)) for k in results.k]
+    )
+
+
+def pick_beyond_serial(results: pd.DataFrame, threshold: float) -> pd.Series | None:
+    """The run that beats the serial bound k = L - 1 by the most steps with accuracy >=
+    ``threshold`` (ties: higher accuracy, then fewer layers); None if no run does."""
+    beyond = results[(results.k > results.serial_bound) & (results.accuracy >= threshold)]
+    if beyond.empty:
+        return None
+    beyond = beyond.assign(excess=beyond.k - beyond.serial_bound)
+    return beyond.sort_values(["excess", "accuracy", "n_layers"], ascending=[False, False, True]).iloc[0]
+
+
+def analyse_run(row: pd.Series, pr: Preset, out: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Probes for every hop target at the query, per residual site, and attention matching scores,
+    on fresh examples of the run's own task."""
+    model = Transformer.load(out / row.checkpoint)
+    model.eval()
+    k, seq_len = int(row.k), task_seq_len(int(row.k), pr.margin)
+    data = matching.generate(
+        pr.probe_examples, "train", k, seq_len, seed=(int(row.seed), 11), n_tokens=pr.n_tokens,
+        order=ORDER_NAMES[row.order],
+    )  # fmt: skip
+    targets = [f"hop{j}" for j in range(k + 1)]
+    probes = probe_sweep(model, data, targets=targets, positions=[data.query_pos], seed=int(row.seed))
+    attention = attention_matching_scores(model, data)
+    at = probes.set_index(["hook", "target"]).score
+    hooks = ordered_hooks(resid_hooks(model.cfg.n_layers))
+    first = {}
+    for t in targets:
+        reached = [h for h in hooks if at[(h, t)] >= 0.9]
+        first[t] = hook_label(reached[0]) if reached else None
+    summary = {
+        "run": row.run, "n_layers": int(row.n_layers), "k": k, "order": row.order,
+        "accuracy": float(row.accuracy), "probe_examples": pr.probe_examples,
+        "hop_first_site_at_query": first,
+        "hop_probe_by_site": {
+            t: {hook_label(h): round(float(at[(h, t)]), 4) for h in hooks} for t in targets
+        },
+    }  # fmt: skip
+    return probes, attention, summary
+
+
+def accuracy_grid(results: pd.DataFrame, value: str = "accuracy") -> str:
+    """Mean ``value`` over seeds as an L x k table per order."""
+    parts = []
+    for order, d in results.groupby("order", sort=False):
+        grid = d.groupby(["n_layers", "k"])[value].mean().unstack("k")
+        title = f"trained on order = {order} ({value}, mean over seeds)"
+        parts.append(title + "\n" + grid.to_string(float_format=lambda v: f"{v:.3f}"))
+    return "\n\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    pr = resolve_preset(args)
+    try:
+        runs = build_runs(pr, args)  # validates every task and model before any training
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    out = args.out
+    print(f"{len(runs)} runs -> {out}", file=sys.stderr)
+    results, curves = run_grid(runs, out, force=args.force, progress=not args.no_progress)
+    results["accuracy"] = results["train_acc"]  # fresh in-distribution examples
+    results = add_cross_order_accuracy(results, pr, out)
+    write_csv(results, out / "results.csv")
+    written = [out / "results.csv", out / "curves.csv"]
+    written += save_figure(depth_heatmap(results), out, "heatmap")
+    written += save_figure(
+        depth_heatmap(results, value="test_acc", title="test accuracy (unseen pairs) by depth and steps"),
+        out, "heatmap_test",
+    )  # fmt: skip
+    print(accuracy_grid(results))
+    print("\n" + accuracy_grid(results, "acc_other_order"))
+    best = None if args.no_analysis else pick_beyond_serial(results, pr.probe_threshold)
+    if best is None and not args.no_analysis:
+        print(f"\nno run beats the serial bound k = L - 1 with accuracy >= {pr.probe_threshold}: no probes")
+        write_json({"beyond_serial": None, "threshold": pr.probe_threshold}, out / "analysis.json")
+    elif best is not None:
+        probes, attention, summary = analyse_run(best, pr, out)
+        written += [write_csv(probes, out / "probes.csv"), write_csv(attention, out / "attention.csv")]
+        written.append(
+            write_json({"beyond_serial": summary, "threshold": pr.probe_threshold}, out / "analysis.json")
+        )
+        written += save_figure(probe_figure(probes, facet=None), out, "probes")
+        written += save_figure(attention_figure(attention), out, "attention")
+        where = f"L={best.n_layers}, k={best.k}, accuracy {best.accuracy:.3f}"
+        print(f"\nbeyond the serial bound: {best.run} ({where})")
+        print("first residual site where hop j is linearly readable at the query (probe >= 0.9):")
+        for t, site in summary["hop_first_site_at_query"].items():
+            print(f"  {t}: {site}")
+    print(
+        f"\n{len(runs)} runs in {time.perf_counter() - t0:.0f} s (each run's training time is in results.csv)"
+    )
+    print("wrote:\n  " + "\n  ".join(str(p) for p in written) + f"\n  {out / 'runs'}/<run>/model.safetensors")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,402 @@
+"""Does attention noise speed up learning the matching task where the plain model is slow?
+
+Wang et al. (arXiv 2405.15302) propose adding random matrices to the attention weight products
+("orthogonal noise" in v1, a random-matrix "buffer" algorithm in v2/v3; an identity-matrix variant
+reportedly fails). Their exact formula is not public: we use our reading (ModelConfig docstring),
+effective matrices W_Q W_K^T + a Z_QK and W_V W_O + a Z_OV per layer and head, Z Gaussian with unit
+spectral norm. This script trains matching Type 1 (single chain, k=2, seq_len 13) in settings
+where the plain model learns slowly or not at all, and compares the variants none / fixed (a few
+strengths a) / learned (a trainable per layer, head and matrix, starting at a) / identity (Z = I)
+over seeds: final train/test/OOD accuracy and the step at which test accuracy first reached 99%.
+
+    python experiments/matching_noise.py                # CPU defaults (see --help and PRESETS)
+    python experiments/matching_noise.py --quick        # seconds: a smoke run
+    python experiments/matching_noise.py --preset paper --device cuda
+    python experiments/matching_noise.py --settings-from figures/matching_init   # slow cells there
+
+Outputs under --out (default figures/matching_noise/): results.csv (one row per run: setting,
+norm, gamma, variant, alpha, seed, final accuracies, step_99, ...), curves.csv, strengths.csv
+(final noise strength per run, layer, head and matrix), noise_share.csv (how much of each trained
+effective matrix is noise), runs/<run>/ (checkpoints), variants.html and learning_curves.html
+(+ .png when a Chromium is installed). Re-running skips finished runs unless --force.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+
+from reasonlens.interventions import noise_share, noise_strengths
+from reasonlens.io import write_csv
+from reasonlens.models import ModelConfig, Transformer
+from reasonlens.models.config import NOISES
+from reasonlens.plots import save_figure
+from reasonlens.plots.interventions import variant_comparison
+from reasonlens.plots.training import learning_curves
+from reasonlens.training import TrainConfig
+from reasonlens.training.matching_runs import MatchingRun, run_grid
+
+Setting = tuple[str, float]  # (norm, gamma)
+Variant = tuple[str, float]  # (noise, alpha)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Model size, budget and grid of one preset (see PRESETS for the numbers and why)."""
+
+    d_model: int
+    d_head: int
+    d_mlp: int
+    n_layers: int
+    batch_size: int
+    steps: int
+    lr: float
+    warmup_steps: int
+    warmup_start_lr: float
+    min_lr: float
+    schedule: str
+    eval_every: int
+    n_eval: int
+    n_train: int | None
+    init: str
+    settings: tuple[Setting, ...]
+    variants: tuple[Variant, ...]
+    seeds: tuple[int, ...]
+    solved_patience: int | None
+    bf16: bool
+
+
+PRESETS = {
+    # CPU defaults, measured on the shared 2-core machine (README "Results: orthogonal noise"):
+    # post-LN at gamma 1 (normal init, std d_in^-1), the paper's small-init setting, where the plain
+    # model did not leave its plateau in 8000 steps at d_model 128 (main job) nor in 2000 steps at
+    # d_model 64 here. d_model 64 (~55 ms a step) so that 6 variants x 2 seeds x 1500 steps fit in
+    # about 20 minutes; constant lr after warm-up; a run stops once test accuracy has stayed >= 99%
+    # for 3 evaluations. More settings: --settings post:1 pre:1 or --settings-from.
+    "cpu": Preset(
+        d_model=64,
+        d_head=64,
+        d_mlp=256,
+        n_layers=3,
+        batch_size=256,
+        steps=1500,
+        lr=1e-3,
+        warmup_steps=200,
+        warmup_start_lr=0.0,
+        min_lr=1e-3,
+        schedule="constant",
+        eval_every=100,
+        n_eval=1000,
+        n_train=None,
+        init="normal",
+        settings=(("post", 1.0),),
+        variants=(
+            ("none", 0.0),
+            ("fixed", 0.3),
+            ("fixed", 1.0),
+            ("fixed", 3.0),
+            ("learned", 1.0),
+            ("identity", 1.0),
+        ),  # fmt: skip
+        seeds=(0, 1),
+        solved_patience=3,
+        bf16=True,
+    ),
+    # The authors' teaching configuration (as in matching_init --preset paper), for a GPU.
+    "paper": Preset(
+        d_model=400,
+        d_head=64,
+        d_mlp=1200,
+        n_layers=3,
+        batch_size=1000,
+        steps=27_000,
+        lr=2e-4,
+        warmup_steps=2_700,
+        warmup_start_lr=5e-5,
+        min_lr=2e-5,
+        schedule="cosine",
+        eval_every=270,
+        n_eval=15_000,
+        n_train=270_000,
+        init="uniform",
+        settings=(("post", 1.0), ("pre", 1.0), ("pre", 0.5)),
+        variants=(
+            ("none", 0.0),
+            ("fixed", 0.1),
+            ("fixed", 0.3),
+            ("fixed", 1.0),
+            ("learned", 0.3),
+            ("identity", 0.3),
+        ),  # fmt: skip
+        seeds=(1, 2, 3),
+        solved_patience=None,
+        bf16=False,
+    ),
+    # A smoke run in seconds (used by the test suite).
+    "quick": Preset(
+        d_model=16,
+        d_head=8,
+        d_mlp=32,
+        n_layers=3,
+        batch_size=32,
+        steps=12,
+        lr=3e-3,
+        warmup_steps=2,
+        warmup_start_lr=0.0,
+        min_lr=3e-3,
+        schedule="constant",
+        eval_every=6,
+        n_eval=64,
+        n_train=None,
+        init="normal",
+        settings=(("post", 1.0),),
+        variants=(("none", 0.0), ("fixed", 1.0), ("learned", 1.0), ("identity", 1.0)),
+        seeds=(0,),
+        solved_patience=None,
+        bf16=False,
+    ),
+}
+
+
+def parse_setting(text: str) -> Setting:
+    """``"post:1.0"`` -> ("post", 1.0)."""
+    norm, sep, gamma = text.partition(":")
+    if not sep or norm not in ("pre", "post", "none"):
+        raise ValueError(f"a setting is NORM:GAMMA with NORM in pre/post/none, e.g. post:1.0; got {text!r}")
+    try:
+        g = float(gamma)
+    except ValueError:
+        raise ValueError(f"setting {text!r}: gamma {gamma!r} is not a number") from None
+    if not math.isfinite(g) or g < 0:
+        raise ValueError(f"setting {text!r}: gamma must be finite and >= 0")
+    return norm, g
+
+
+def parse_variant(text: str) -> Variant:
+    """``"fixed:0.3"`` -> ("fixed", 0.3); ``"none"`` -> ("none", 0.0)."""
+    noise, sep, alpha = text.partition(":")
+    if noise not in NOISES:
+        raise ValueError(f"a variant is NOISE[:ALPHA] with NOISE in {NOISES}; got {text!r}")
+    if noise == "none":
+        if sep and float(alpha or 0) != 0:
+            raise ValueError(f"variant {text!r}: 'none' takes no strength")
+        return "none", 0.0
+    if not sep:
+        raise ValueError(f"variant {text!r} needs a strength, e.g. {noise}:1.0")
+    try:
+        a = float(alpha)
+    except ValueError:
+        raise ValueError(f"variant {text!r}: strength {alpha!r} is not a number") from None
+    if not math.isfinite(a) or a < 0 or (a == 0 and noise != "learned"):
+        raise ValueError(f"variant {text!r}: strength must be finite and > 0 (>= 0 for learned)")
+    return noise, a
+
+
+def variant_label(noise: str, alpha: float) -> str:
+    return "none" if noise == "none" else f"{noise} a={alpha:g}"
+
+
+def settings_from_results(results_dir: Path) -> tuple[Setting, ...]:
+    """The (norm, gamma) cells of a matching_init results.csv where fewer than half of the seeds
+    reached 99% test accuracy: where the plain model learns slowly or not at all."""
+    path = results_dir / "results.csv"
+    if not path.is_file():
+        raise ValueError(f"--settings-from: no results.csv in {results_dir}")
+    df = pd.read_csv(path)
+    missing = {"norm", "gamma", "step_99"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{path} lacks column(s) {sorted(missing)}")
+    reached = df.assign(ok=df.step_99.notna()).groupby(["norm", "gamma"]).ok.mean()
+    slow = tuple((str(n), float(g)) for (n, g), frac in reached.items() if frac < 0.5)
+    if not slow:
+        raise ValueError(f"{path}: every setting reached 99% test accuracy in most seeds; pass --settings")
+    return slow
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] + " See the module docstring and README for details.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--preset", choices=["cpu", "paper"], default="cpu", help="configuration to start from")
+    p.add_argument("--quick", action="store_true", help="tiny models and budget: a smoke run in seconds")
+    p.add_argument("--settings", nargs="+", metavar="NORM:GAMMA", help="e.g. post:1.0 pre:1.0 (preset's)")
+    p.add_argument(
+        "--settings-from", type=Path, metavar="DIR",
+        help="take the settings from a matching_init output: cells where < half the seeds reached 99%%",
+    )  # fmt: skip
+    p.add_argument(
+        "--variants", nargs="+", metavar="NOISE[:ALPHA]",
+        help="e.g. none fixed:0.3 fixed:1 learned:1 identity:1 (preset's if omitted)",
+    )  # fmt: skip
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds (model init, noise matrices and data)")
+    p.add_argument("--steps", type=int, help="optimizer steps per run (overrides the preset)")
+    p.add_argument("--lr", type=float, help="peak learning rate (overrides the preset)")
+    p.add_argument("--d-model", type=int, help="model width (d_head follows it for the CPU preset)")
+    p.add_argument("--no-early-stop", action="store_true", help="always train the full number of steps")
+    p.add_argument("--fp32", action="store_true", help="disable bf16 autocast (the CPU preset uses it)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
+    p.add_argument("--out", type=Path, default=Path("figures/matching_noise"), help="output directory")
+    p.add_argument("--force", action="store_true", help="retrain runs that already have results")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    args = p.parse_args(argv)
+    try:
+        args.settings = (
+            tuple(dict.fromkeys(parse_setting(s) for s in args.settings)) if args.settings else None
+        )
+        args.variants = (
+            tuple(dict.fromkeys(parse_variant(v) for v in args.variants)) if args.variants else None
+        )
+    except ValueError as err:
+        p.error(str(err))
+    if args.settings and args.settings_from:
+        p.error("give --settings or --settings-from, not both")
+    if args.settings_from is not None:
+        try:
+            args.settings = settings_from_results(args.settings_from)
+        except ValueError as err:
+            p.error(str(err))
+    if args.steps is not None and args.steps < 1:
+        p.error(f"--steps must be >= 1; got {args.steps}")
+    if args.lr is not None and not args.lr > 0:
+        p.error(f"--lr must be > 0; got {args.lr}")
+    if args.d_model is not None and args.d_model < 4:
+        p.error(f"--d-model must be >= 4; got {args.d_model}")
+    return args
+
+
+def build_runs(args: argparse.Namespace) -> list[MatchingRun]:
+    preset = PRESETS["quick" if args.quick else args.preset]
+    overrides = {
+        k: v
+        for k, v in dict(
+            settings=args.settings, variants=args.variants, steps=args.steps, lr=args.lr,
+            seeds=tuple(dict.fromkeys(args.seeds)) if args.seeds else None,
+        ).items()
+        if v is not None
+    }  # fmt: skip
+    if args.d_model is not None:
+        overrides.update(d_model=args.d_model, d_mlp=4 * args.d_model)
+        if preset.d_head == preset.d_model:
+            overrides["d_head"] = args.d_model
+    if args.no_early_stop:
+        overrides["solved_patience"] = None
+    if args.fp32:
+        overrides["bf16"] = False
+    pr = replace(preset, **overrides)
+    runs = []
+    for norm, gamma in pr.settings:
+        setting = f"{norm}-LN g={gamma:g}"
+        for noise, alpha in pr.variants:
+            for seed in pr.seeds:
+                model = ModelConfig(
+                    n_layers=pr.n_layers, n_heads=1, d_model=pr.d_model, d_head=pr.d_head, d_mlp=pr.d_mlp,
+                    d_vocab=201, n_ctx=13, act_fn="relu", norm=norm, init=pr.init, gamma=gamma, seed=seed,
+                    noise=noise, noise_alpha=alpha,
+                )  # fmt: skip
+                label = variant_label(noise, alpha)
+                train = TrainConfig(
+                    steps=pr.steps, batch_size=pr.batch_size, lr=pr.lr,
+                    warmup_steps=min(pr.warmup_steps, pr.steps // 4), warmup_start_lr=pr.warmup_start_lr,
+                    min_lr=pr.min_lr, schedule=pr.schedule, weight_decay=0.01, grad_clip=1.0,
+                    eval_every=pr.eval_every, device=args.device, bf16=pr.bf16, seed=seed,
+                    progress=not args.no_progress, desc=f"{norm} g{gamma:g} {label} s{seed}",
+                )  # fmt: skip
+                name = f"{norm}_g{gamma:g}_{noise}" + (f"{alpha:g}" if noise != "none" else "") + f"_s{seed}"
+                runs.append(
+                    MatchingRun(
+                        name=name, model=model, train=train, n_train=pr.n_train, n_eval=pr.n_eval,
+                        data_seed=seed, solved_patience=pr.solved_patience,
+                        labels={"setting": setting, "norm": norm, "gamma": gamma, "variant": noise,
+                                "alpha": alpha, "label": label, "seed": seed},
+                    )
+                )  # fmt: skip
+    return runs
+
+
+def noise_tables(results: pd.DataFrame, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Final noise strengths and noise shares of every noisy run, read from its checkpoint."""
+    strengths, shares = [], []
+    for row in results.itertuples():
+        if row.variant == "none":
+            continue
+        model = Transformer.load(out / row.checkpoint)
+        strengths.append(noise_strengths(model).assign(run=row.run, label=row.label, setting=row.setting))
+        shares.append(noise_share(model).assign(run=row.run, label=row.label, setting=row.setting))
+    cat = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()  # noqa: E731
+    return cat(strengths), cat(shares)
+
+
+def summarize(results: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Per setting and variant: seeds reaching 99%, median steps to 99%, accuracy mean and spread,
+    and the effect against 'none' in the same setting (paired by seed)."""
+    rows = []
+    for (setting, label), d in results.groupby(["setting", "label"], sort=False):
+        base = results[(results.setting == setting) & (results.variant == "none")].set_index("seed")
+        paired = d.merge(base[["test_acc"]], left_on="seed", right_index=True, suffixes=("", "_none"))
+        diff = paired.test_acc - paired.test_acc_none
+        reached = d.step_99.notna()
+        rows.append(
+            {
+                "setting": setting, "variant": label, "seeds": len(d),
+                "reached_99": f"{int(reached.sum())}/{len(d)}",
+                "step_99_median": d.step_99.median() if reached.any() else float("nan"),
+                "step_99_range": f"{d.step_99.min():.0f}-{d.step_99.max():.0f}" if reached.any() else "-",
+                "budget": int(d.steps.max()),
+                "test_mean": d.test_acc.mean(), "test_sd": d.test_acc.std(),
+                "ood_mean": d.ood_acc.mean(), "ood_sd": d.ood_acc.std(),
+                "test_minus_none": diff.mean() if len(diff) else float("nan"),
+                "test_minus_none_sd": diff.std(),
+            }
+        )  # fmt: skip
+    table = pd.DataFrame(rows)
+    return table, table.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        runs = build_runs(args)  # validates every setting before any training
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    print(f"{len(runs)} runs -> {args.out}", file=sys.stderr)
+    results, curves = run_grid(runs, args.out, force=args.force, progress=not args.no_progress)
+    strengths, shares = noise_tables(results, args.out)
+    table, text = summarize(results)
+    written = [args.out / "results.csv", args.out / "curves.csv"]
+    for name, df in (("strengths", strengths), ("noise_share", shares), ("summary", table)):
+        written.append(write_csv(df, args.out / f"{name}.csv"))
+    written += save_figure(
+        variant_comparison(results, title="Matching Type 1 (k=2): attention noise variants"),
+        args.out,
+        "variants",
+    )
+    written += save_figure(
+        learning_curves(
+            curves, color="label", rows="setting", title="Matching Type 1 (k=2) with attention noise"
+        ),
+        args.out,
+        "learning_curves",
+    )
+    print(text)
+    print(
+        f"\n{len(runs)} runs in {time.perf_counter() - t0:.0f} s (each run's training time is in results.csv)"
+    )
+    print(
+        "wrote:\n  "
+        + "\n  ".join(str(p) for p in written)
+        + f"\n  {args.out / 'runs'}/<run>/model.safetensors"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
