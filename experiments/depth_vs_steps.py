@@ -50,8 +50,8 @@ from reasonlens.plots.interventions import depth_heatmap, parallel_bounds, seria
 from reasonlens.probes import probe_sweep
 from reasonlens.probes.collect import hook_label, ordered_hooks, resid_hooks
 from reasonlens.tasks import matching
-from reasonlens.training import TrainConfig, evaluate_lm
-from reasonlens.training.matching_runs import MatchingRun, run_grid
+from reasonlens.training import evaluate_lm
+from reasonlens.training.matching_runs import MatchingRun, grid_train_config, run_grid
 
 ORDER_NAMES = {"random": "random", "favourable": "path_reverse"}  # CLI name -> generator order
 
@@ -266,12 +266,8 @@ def build_runs(pr: Preset, args: argparse.Namespace) -> list[MatchingRun]:
                         d_vocab=matching.vocab_size("single_chain", seq_len, pr.n_tokens),
                         init=pr.init, gamma=pr.gamma, seed=seed,
                     )  # fmt: skip
-                    train = TrainConfig(
-                        steps=pr.steps, batch_size=pr.batch_size, lr=pr.lr,
-                        warmup_steps=min(pr.warmup_steps, pr.steps // 4), min_lr=pr.min_lr,
-                        schedule=pr.schedule, weight_decay=0.01, grad_clip=1.0, eval_every=pr.eval_every,
-                        device=args.device,
-                        bf16=pr.bf16, seed=seed, progress=not args.no_progress,
+                    train = grid_train_config(
+                        pr, seed=seed, device=args.device, progress=not args.no_progress,
                         desc=f"L{n_layers} k{k} {order} s{seed}",
                     )  # fmt: skip
                     lower, upper = parallel_bounds(n_layers)

@@ -28,8 +28,7 @@ import pandas as pd
 from reasonlens.models import ModelConfig
 from reasonlens.plots import save_figure
 from reasonlens.plots.training import accuracy_vs_setting, learning_curves
-from reasonlens.training import TrainConfig
-from reasonlens.training.matching_runs import MatchingRun, run_grid
+from reasonlens.training.matching_runs import MatchingRun, grid_train_config, run_grid
 
 
 @dataclass(frozen=True)
@@ -210,23 +209,10 @@ def build_runs(args: argparse.Namespace) -> list[MatchingRun]:
                     gamma=gamma,
                     seed=seed,
                 )
-                train = TrainConfig(
-                    steps=pr.steps,
-                    batch_size=pr.batch_size,
-                    lr=pr.lr,
-                    warmup_steps=min(pr.warmup_steps, pr.steps // 4),
-                    warmup_start_lr=pr.warmup_start_lr,
-                    min_lr=pr.min_lr,
-                    schedule=pr.schedule,
-                    weight_decay=0.01,
-                    grad_clip=1.0,
-                    eval_every=pr.eval_every,
-                    device=args.device,
-                    bf16=pr.bf16,
-                    seed=seed,
-                    progress=not args.no_progress,
+                train = grid_train_config(
+                    pr, seed=seed, device=args.device, progress=not args.no_progress,
                     desc=f"g{gamma:g}-{norm}-s{seed}",
-                )
+                )  # fmt: skip
                 runs.append(
                     MatchingRun(
                         name=f"g{gamma:g}_{norm}_s{seed}",

@@ -39,8 +39,7 @@ from reasonlens.models.config import NOISES
 from reasonlens.plots import save_figure
 from reasonlens.plots.interventions import variant_comparison
 from reasonlens.plots.training import learning_curves
-from reasonlens.training import TrainConfig
-from reasonlens.training.matching_runs import MatchingRun, run_grid
+from reasonlens.training.matching_runs import MatchingRun, grid_train_config, run_grid
 
 Setting = tuple[str, float]  # (norm, gamma)
 Variant = tuple[str, float]  # (noise, alpha)
@@ -301,12 +300,9 @@ def build_runs(args: argparse.Namespace) -> list[MatchingRun]:
                     noise=noise, noise_alpha=alpha,
                 )  # fmt: skip
                 label = variant_label(noise, alpha)
-                train = TrainConfig(
-                    steps=pr.steps, batch_size=pr.batch_size, lr=pr.lr,
-                    warmup_steps=min(pr.warmup_steps, pr.steps // 4), warmup_start_lr=pr.warmup_start_lr,
-                    min_lr=pr.min_lr, schedule=pr.schedule, weight_decay=0.01, grad_clip=1.0,
-                    eval_every=pr.eval_every, device=args.device, bf16=pr.bf16, seed=seed,
-                    progress=not args.no_progress, desc=f"{norm} g{gamma:g} {label} s{seed}",
+                train = grid_train_config(
+                    pr, seed=seed, device=args.device, progress=not args.no_progress,
+                    desc=f"{norm} g{gamma:g} {label} s{seed}",
                 )  # fmt: skip
                 name = f"{norm}_g{gamma:g}_{noise}" + (f"{alpha:g}" if noise != "none" else "") + f"_s{seed}"
                 runs.append(

@@ -94,6 +94,34 @@ class MatchingRun:
         return json.loads(json.dumps(d, sort_keys=True, default=str))
 
 
+def grid_train_config(preset: Any, *, seed: int, device: str, progress: bool, desc: str) -> TrainConfig:
+    """The :class:`TrainConfig` of one grid run, built from an experiment's preset.
+
+    ``preset`` is any object with ``steps, batch_size, lr, warmup_steps, min_lr, schedule,
+    eval_every, bf16`` (and optionally ``warmup_start_lr``, default 0): the fields the matching
+    experiments' presets share. Every grid uses AdamW with weight decay 0.01 and gradient clipping
+    at 1 (the authors' settings), and caps warm-up at a quarter of the steps so that short runs
+    (``--steps``, ``--quick``) still train at their peak rate.
+    """
+    return TrainConfig(
+        steps=preset.steps,
+        batch_size=preset.batch_size,
+        lr=preset.lr,
+        warmup_steps=min(preset.warmup_steps, preset.steps // 4),
+        warmup_start_lr=getattr(preset, "warmup_start_lr", 0.0),
+        min_lr=preset.min_lr,
+        schedule=preset.schedule,
+        weight_decay=0.01,
+        grad_clip=1.0,
+        eval_every=preset.eval_every,
+        device=device,
+        bf16=preset.bf16,
+        seed=seed,
+        progress=progress,
+        desc=desc,
+    )
+
+
 def eval_sets(run: MatchingRun) -> dict[str, Any]:
     """The fixed evaluation batches of a run (train-distribution, test and OOD splits)."""
     kw = run.task_kwargs()

@@ -103,3 +103,21 @@ def test_run_grid_tables(tmp_path):
 def test_bad_runs_fail_before_training(kw, message):
     with pytest.raises(ValueError, match=message):
         make_run(**kw)
+
+
+def test_grid_train_config_copies_the_preset_and_caps_warmup():
+    from types import SimpleNamespace
+
+    preset = SimpleNamespace(
+        steps=40, batch_size=8, lr=2e-3, warmup_steps=100, min_lr=2e-4, schedule="cosine",
+        eval_every=5, bf16=False, warmup_start_lr=1e-4,
+    )  # fmt: skip
+    tc = mr.grid_train_config(preset, seed=3, device="cpu", progress=False, desc="x")
+    assert (tc.steps, tc.batch_size, tc.lr, tc.min_lr, tc.schedule) == (40, 8, 2e-3, 2e-4, "cosine")
+    assert tc.warmup_steps == 10  # capped at a quarter of the steps
+    assert (tc.warmup_start_lr, tc.weight_decay, tc.grad_clip) == (1e-4, 0.01, 1.0)
+    assert (tc.seed, tc.eval_every, tc.bf16, tc.desc) == (3, 5, False, "x")
+    del preset.warmup_start_lr  # presets without the field start warm-up at 0
+    preset.warmup_steps = 4
+    tc = mr.grid_train_config(preset, seed=0, device="cpu", progress=False, desc="y")
+    assert (tc.warmup_start_lr, tc.warmup_steps) == (0.0, 4)
