@@ -44,13 +44,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from reasonlens.icot import ICoTSetup, generate_answers, make_data, preset, run_stages
 from reasonlens.io import write_csv
 from reasonlens.plots import save_figure
 from reasonlens.plots.icot import results_figure, training_figure
 from reasonlens.tasks import multiplication as mult
+from reasonlens.training.trainer import check_device
 
 DEFAULT_OUT = Path("figures/implicit_cot")
 METHOD_MODELS = {"nocot": "nocot", "cot": "teacher", "implicit": "coupled"}
@@ -95,13 +95,10 @@ def _validate(args: argparse.Namespace) -> None:
         raise SystemExit(f"--decode-batch-size must be positive; got {args.decode_batch_size}")
     if args.data is not None and not args.data.is_dir():
         raise SystemExit(f"--data: no folder at {args.data}")
-    if args.device != "auto":
-        try:
-            dev = torch.device(args.device)
-        except RuntimeError:
-            raise SystemExit(f"--device: unknown device {args.device!r}") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise SystemExit(f"--device {args.device}: CUDA is not available here")
+    try:
+        check_device(args.device, "--device")
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
 
 
 def load_data_dir(folder: Path, setup: ICoTSetup) -> dict[str, mult.MultiplicationData]:

@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from reasonlens.icot import make_data, preset, run_stages
 from reasonlens.icot.activations import SOURCES, collect_states, probe_targets, target_group
@@ -39,6 +38,7 @@ from reasonlens.io import write_csv
 from reasonlens.plots import save_figure
 from reasonlens.plots.icot import emulated_probe_figure
 from reasonlens.tasks import multiplication as mult
+from reasonlens.training.trainer import check_device
 
 DEFAULT_OUT = Path("figures/probe_emulated_states")
 DEFAULT_RUNS = Path("figures/implicit_cot/runs")  # where experiments/implicit_cot.py keeps them
@@ -83,13 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--digits must be in 1..{mult.MAX_DIGITS}; got {args.digits}")
     if args.max_iter < 1:
         raise SystemExit(f"--max-iter must be positive; got {args.max_iter}")
-    if args.device != "auto":
-        try:
-            dev = torch.device(args.device)
-        except RuntimeError:
-            raise SystemExit(f"--device: unknown device {args.device!r}") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise SystemExit(f"--device {args.device}: CUDA is not available here")
+    try:
+        check_device(args.device, "--device")
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     t0 = time.perf_counter()
     setup = preset(args.preset, (args.digits, args.digits), quick=args.quick, seed=args.seed)
     setup = setup.with_device(args.device).with_progress(not args.no_progress)

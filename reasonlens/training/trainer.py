@@ -56,6 +56,18 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+def check_device(device: str, what: str = "device") -> None:
+    """Raise ValueError, naming ``what``, unless ``device`` is "auto" or a torch device that exists here."""
+    if device == "auto":
+        return
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"{what}: unknown device {device!r}") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{what}={device!r} but CUDA is not available here")
+
+
 @dataclass
 class TrainConfig:
     """Optimisation, evaluation and checkpointing of one run.
@@ -121,13 +133,7 @@ class TrainConfig:
                 "TrainConfig.checkpoint_every must be a positive integer or None; "
                 f"got {self.checkpoint_every!r}"
             )
-        if self.device != "auto":
-            try:
-                dev = torch.device(self.device)
-            except RuntimeError as err:
-                raise ValueError(f"TrainConfig.device: unknown device {self.device!r}") from err
-            if dev.type == "cuda" and not torch.cuda.is_available():
-                raise ValueError(f"TrainConfig.device={self.device!r} but CUDA is not available here")
+        check_device(self.device, "TrainConfig.device")
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
