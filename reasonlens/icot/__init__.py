@@ -10,7 +10,15 @@ linear probes used on the emulated states.
 
 from reasonlens.icot.evaluate import METHODS, GenerationResult, answer_of, generate_answers
 from reasonlens.icot.modules import ImplicitCoT, MindReadingStudent, ThoughtEmulator
-from reasonlens.icot.pipeline import ICoTRun, ICoTSetup, make_data, preset, run_stages, sequence_lengths
+from reasonlens.icot.pipeline import (
+    ICoTRun,
+    ICoTSetup,
+    make_data,
+    parse_stage_steps,
+    preset,
+    run_stages,
+    sequence_lengths,
+)
 from reasonlens.icot.stages import (
     STAGES,
     WithTeacherStates,
@@ -27,7 +35,7 @@ from reasonlens.icot.states import diagonal_positions, normalize, substitution_h
 __all__ = [
     "METHODS", "STAGES", "GenerationResult", "ICoTRun", "ICoTSetup", "ImplicitCoT", "MindReadingStudent",
     "ThoughtEmulator", "WithTeacherStates", "add_teacher_states", "answer_of", "diagonal_positions",
-    "emulator_loss", "generate_answers", "make_data", "normalize", "preset", "run_stages",
-    "sequence_lengths", "substitution_hooks", "teacher_states", "train_coupled", "train_emulator",
-    "train_nocot", "train_student", "train_teacher",
+    "emulator_loss", "generate_answers", "make_data", "normalize", "parse_stage_steps", "preset",
+    "run_stages", "sequence_lengths", "substitution_hooks", "teacher_states", "train_coupled",
+    "train_emulator", "train_nocot", "train_student", "train_teacher",
 ]  # fmt: skip

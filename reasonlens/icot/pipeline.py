@@ -149,6 +149,37 @@ class ICoTSetup:
             self, training={k: dataclasses.replace(v, progress=progress) for k, v in self.training.items()}
         )
 
+    def with_steps(self, steps: dict[str, int]) -> ICoTSetup:
+        """A copy in which each named stage trains for the given number of steps (its stage key, and
+        those of the stages reading from it, change with it)."""
+        unknown = sorted(set(steps) - set(STAGES))
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; stages are {list(STAGES)}")
+        for stage, n in steps.items():
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"steps for stage {stage!r} must be a positive integer; got {n!r}")
+        training = {k: dataclasses.replace(v, steps=steps.get(k, v.steps)) for k, v in self.training.items()}
+        return dataclasses.replace(self, training=training)
+
+
+def parse_stage_steps(items: list[str] | None) -> dict[str, int]:
+    """``["student=2400", "coupled=3000"]`` -> ``{"student": 2400, "coupled": 3000}``, or a
+    ValueError naming the bad item (the form of the scripts' ``--stage-steps`` option)."""
+    steps: dict[str, int] = {}
+    for item in items or ():
+        stage, sep, n = item.partition("=")
+        if not sep or stage not in STAGES:
+            raise ValueError(
+                f"--stage-steps: expected STAGE=N with STAGE one of {list(STAGES)}; got {item!r}"
+            )
+        try:
+            steps[stage] = int(n)
+        except ValueError:
+            raise ValueError(f"--stage-steps: {item!r}: {n!r} is not an integer") from None
+        if steps[stage] < 1:
+            raise ValueError(f"--stage-steps: {item!r}: steps must be >= 1")
+    return steps
+
 
 def _digest(spec: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]

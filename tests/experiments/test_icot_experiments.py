@@ -68,6 +68,8 @@ def test_quick_runs_write_results_then_probes_reuse_the_checkpoints(tmp_path):
         ("implicit_cot", ["--device", "tpu9"], "--device: unknown device 'tpu9'"),
         ("probe_emulated_states", ["--max-iter", "0"], "--max-iter must be positive"),
         ("probe_emulated_states", ["--device", "tpu9"], "--device: unknown device 'tpu9'"),
+        ("implicit_cot", ["--stage-steps", "student=0"], "'student=0': steps must be >= 1"),
+        ("probe_emulated_states", ["--stage-steps", "pupil=3"], "expected STAGE=N"),
     ],
 )
 def test_bad_arguments_fail_before_any_work(tmp_path, script, argv, message):

@@ -12,6 +12,7 @@ from reasonlens.icot import (
     add_teacher_states,
     emulator_loss,
     generate_answers,
+    parse_stage_steps,
     preset,
     run_stages,
     train_coupled,
@@ -201,3 +202,33 @@ def test_setups_validate_and_key_only_on_what_changes_the_weights():
     short = dict(setup.models, teacher=setup.models["teacher"].replace(n_ctx=40))
     with pytest.raises(ValueError, match="teacher's n_ctx=40 is shorter than its 67-token 4x4 sequences"):
         type(setup)(setup.digits, short, setup.training, 10, 10, 10)
+
+
+def test_with_steps_changes_only_the_named_stages_and_their_readers():
+    setup = preset("cpu", (4, 4))
+    keys = setup.stage_keys()
+    longer = setup.with_steps({"student": 2400})
+    assert longer.training["student"].steps == 2400
+    assert {s: t.steps for s, t in longer.training.items() if s != "student"} == {
+        s: t.steps for s, t in setup.training.items() if s != "student"
+    }
+    changed = {s for s, k in longer.stage_keys().items() if keys[s] != k}
+    assert changed == {"student", "coupled"}
+    assert setup.with_steps({}).stage_keys() == keys
+    with pytest.raises(ValueError, match=r"unknown stage\(s\) \['studnet'\]"):
+        setup.with_steps({"studnet": 10})
+    with pytest.raises(ValueError, match="stage 'teacher' must be a positive integer; got 0"):
+        setup.with_steps({"teacher": 0})
+
+
+def test_parse_stage_steps():
+    assert parse_stage_steps(None) == {}
+    assert parse_stage_steps(["student=2400", "coupled=30"]) == {"student": 2400, "coupled": 30}
+    for bad, message in [
+        ("student", "expected STAGE=N"),
+        ("pupil=3", "expected STAGE=N"),
+        ("student=many", "'many' is not an integer"),
+        ("student=0", "steps must be >= 1"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_stage_steps([bad])
