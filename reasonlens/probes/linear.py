@@ -34,6 +34,7 @@ plus whatever the probe can overfit. ``selectivity = score - control_score``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -325,7 +326,10 @@ def sklearn_probe(
 ) -> dict[str, float]:
     """One probe fitted by scikit-learn (the reference solver): ``StandardScaler``, then
     multinomial ``LogisticRegression(C = 1 / (2 alpha))`` or ``Ridge(alpha)``; test accuracy or
-    R^2 as ``score``, and the most-frequent-training-label accuracy as ``chance``."""
+    R^2 as ``score``, the most-frequent-training-label accuracy as ``chance``, and whether the
+    solver converged within ``max_iter`` iterations as ``converged`` (scikit-learn's per-fit
+    ConvergenceWarning is silenced; :func:`probe_store` reports the count once)."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.preprocessing import StandardScaler
 
@@ -334,13 +338,17 @@ def sklearn_probe(
     Xtr, Xte = scaler.transform(X[tr]), scaler.transform(X[te])
     ytr, yte = y[tr], y[te]
     if not categorical:
-        return {"score": float(Ridge(alpha=alpha).fit(Xtr, ytr).score(Xte, yte)), "chance": 0.0}
+        score = float(Ridge(alpha=alpha).fit(Xtr, ytr).score(Xte, yte))
+        return {"score": score, "chance": 0.0, "converged": True}
     classes, counts = np.unique(ytr, return_counts=True)
     chance = float(np.mean(yte == classes[np.argmax(counts)]))
     if len(classes) < 2:
-        return {"score": chance, "chance": chance}
-    clf = LogisticRegression(C=1.0 / (2.0 * alpha), max_iter=max_iter).fit(Xtr, ytr)
-    return {"score": float(clf.score(Xte, yte)), "chance": chance}
+        return {"score": chance, "chance": chance, "converged": True}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = LogisticRegression(C=1.0 / (2.0 * alpha), max_iter=max_iter).fit(Xtr, ytr)
+    converged = bool(np.all(clf.n_iter_ < max_iter))
+    return {"score": float(clf.score(Xte, yte)), "chance": chance, "converged": converged}
 
 
 def probe_store(
@@ -376,6 +384,7 @@ def probe_store(
     is_test = split_examples(store.n, test_frac, seed)
     sets, masks = make_label_sets(targets, store.n, store.positions, seed)
     rows = []
+    n_fits = n_unconverged = 0
     bar = tqdm(hooks, desc=f"probe ({solver})", disable=not progress, leave=False)
     for hook in bar:
         if solver == "closed_form":
@@ -394,6 +403,8 @@ def probe_store(
                     valid = masks[s.group][:, j]
                     if (valid & ~is_test).sum() >= 2 and (valid & is_test).sum() >= 1:
                         fit = sklearn_probe(X, s.values[:, j], valid, is_test, s.categorical, alpha, max_iter)
+                        n_fits += 1
+                        n_unconverged += not fit.pop("converged")
                         for key, v in fit.items():
                             per_set[k][key][j] = v
             for k, s in enumerate(sets):
@@ -420,6 +431,13 @@ def probe_store(
                         "chance": float(main["chance"][j]),
                     }
                 )
+    if n_unconverged:
+        warnings.warn(
+            f"{n_unconverged} of {n_fits} logistic-regression probes (targets and controls) stopped at "
+            f"max_iter={max_iter} before converging; their scores may be slightly low (raise max_iter)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

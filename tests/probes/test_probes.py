@@ -201,3 +201,21 @@ def test_bad_probe_settings_are_named():
     with pytest.raises(ValueError, match="hook 'other' is not in the activation store"):
         store.append({"h": X[:, None, :]})
         probe_store(store, targets, ["other"])
+
+
+def test_unconverged_logistic_probes_are_reported_once():
+    """A one-iteration budget cannot converge: one summary warning, not one per fit, and the
+    probes still return a score for every target."""
+    import warnings
+
+    X, targets = planted(n=300, d=6, seed=4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = probe_features(X, targets, solver="sklearn", max_iter=1)
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and "stopped at max_iter=1 before converging" in messages[0]
+    assert not [w for w in caught if "ConvergenceWarning" in w.category.__name__]
+    assert set(table.target) == set(targets)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a generous budget converges: no warning at all
+        probe_features(X, targets, solver="sklearn", max_iter=1000)
