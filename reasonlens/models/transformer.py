@@ -561,12 +561,19 @@ class Transformer(HookedRootModule):
         return to_hooked_transformer(self)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_save_safetensors(tensors: dict[str, Tensor], path: Path, header: dict[str, str]) -> None:
     """``safetensors.torch.save_file`` to a temp file beside ``path``, then an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         save_file(tensors, str(tmp), metadata=header)
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates 0600 files; give the usual mode
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -220,6 +220,19 @@ def test_save_load_round_trip(tmp_path, model, tokens):
     assert not list(tmp_path.glob(".*tmp"))  # no temp file left behind
 
 
+def test_saved_checkpoints_get_the_usual_file_mode(tmp_path, model):
+    """Readable by whoever may read the folder (0666 less the umask), like the CSVs beside them,
+    not the 0600 that the safetensors writer creates."""
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        path = model.save(tmp_path / "m.safetensors")
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
 def test_load_rejects_other_files(tmp_path):
     from safetensors.torch import save_file
 
