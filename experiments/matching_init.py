@@ -28,33 +28,16 @@ import pandas as pd
 from reasonlens.models import ModelConfig
 from reasonlens.plots import save_figure
 from reasonlens.plots.training import accuracy_vs_setting, learning_curves
-from reasonlens.training.matching_runs import MatchingRun, grid_train_config, run_grid
+from reasonlens.training.matching_runs import GridPreset, MatchingRun, grid_train_config, run_grid
 
 
 @dataclass(frozen=True)
-class Preset:
-    """Model size, budget and grid of one preset (see PRESETS for the numbers and why)."""
+class Preset(GridPreset):
+    """Model size, budget (:class:`GridPreset`) and grid of one preset (see PRESETS for the numbers
+    and why)."""
 
-    d_model: int
-    d_head: int
-    d_mlp: int
-    n_layers: int
-    batch_size: int
-    steps: int
-    lr: float
-    warmup_steps: int
-    warmup_start_lr: float
-    min_lr: float
-    schedule: str
-    eval_every: int
-    n_eval: int
-    n_train: int | None  # None: fresh examples every step
-    init: str
     gammas: tuple[float, ...]
     norms: tuple[str, ...]
-    seeds: tuple[int, ...]
-    solved_patience: int | None
-    bf16: bool
 
 
 PRESETS = {

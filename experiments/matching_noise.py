@@ -39,36 +39,19 @@ from reasonlens.models.config import NOISES
 from reasonlens.plots import save_figure
 from reasonlens.plots.interventions import variant_comparison
 from reasonlens.plots.training import learning_curves
-from reasonlens.training.matching_runs import MatchingRun, grid_train_config, run_grid
+from reasonlens.training.matching_runs import GridPreset, MatchingRun, grid_train_config, run_grid
 
 Setting = tuple[str, float]  # (norm, gamma)
 Variant = tuple[str, float]  # (noise, alpha)
 
 
 @dataclass(frozen=True)
-class Preset:
-    """Model size, budget and grid of one preset (see PRESETS for the numbers and why)."""
+class Preset(GridPreset):
+    """Model size, budget (:class:`GridPreset`) and grid of one preset (see PRESETS for the numbers
+    and why)."""
 
-    d_model: int
-    d_head: int
-    d_mlp: int
-    n_layers: int
-    batch_size: int
-    steps: int
-    lr: float
-    warmup_steps: int
-    warmup_start_lr: float
-    min_lr: float
-    schedule: str
-    eval_every: int
-    n_eval: int
-    n_train: int | None
-    init: str
     settings: tuple[Setting, ...]
     variants: tuple[Variant, ...]
-    seeds: tuple[int, ...]
-    solved_patience: int | None
-    bf16: bool
 
 
 PRESETS = {

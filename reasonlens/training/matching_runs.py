@@ -94,6 +94,32 @@ class MatchingRun:
         return json.loads(json.dumps(d, sort_keys=True, default=str))
 
 
+@dataclass(frozen=True)
+class GridPreset:
+    """Model size and budget shared by the presets of the matching-grid experiments
+    (``experiments/matching_init.py``, ``experiments/matching_noise.py``); each experiment's preset
+    subclasses it and adds the axes of its grid. ``n_train=None`` draws fresh examples every step."""
+
+    d_model: int
+    d_head: int
+    d_mlp: int
+    n_layers: int
+    batch_size: int
+    steps: int
+    lr: float
+    warmup_steps: int
+    warmup_start_lr: float
+    min_lr: float
+    schedule: str
+    eval_every: int
+    n_eval: int
+    n_train: int | None
+    init: str
+    seeds: tuple[int, ...]
+    solved_patience: int | None
+    bf16: bool
+
+
 def grid_train_config(preset: Any, *, seed: int, device: str, progress: bool, desc: str) -> TrainConfig:
     """The :class:`TrainConfig` of one grid run, built from an experiment's preset.
 
