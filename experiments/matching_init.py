@@ -6,7 +6,7 @@ unseen pairs and OOD tokens) when initialised small and normalised after each re
 init rates gamma x {pre-LN, post-LN} x seeds and reports final train/test/OOD accuracy and when
 test accuracy first reached 99%.
 
-    python experiments/matching_init.py                 # CPU defaults (see --help), ~25 min on 2 cores
+    python experiments/matching_init.py                 # CPU defaults (see --help), ~30 min on 2 cores
     python experiments/matching_init.py --quick         # seconds: a smoke run
     python experiments/matching_init.py --preset paper --device cuda   # the authors' configuration
 
@@ -42,8 +42,8 @@ class Preset(GridPreset):
 
 PRESETS = {
     # CPU defaults, chosen by measurement on a 2-core machine (README, "How the CPU defaults were
-    # chosen"): the widest model whose 6-run grid fits ~25 minutes with bf16 autocast; the lr and
-    # constant schedule under which gamma=0.5 post-LN left its plateau fastest of those tried; 4000
+    # chosen"): the widest model whose 6-run grid fits ~30 minutes (28 measured) with bf16 autocast;
+    # the lr and constant schedule under which gamma=0.5 post-LN left its plateau fastest; 4000
     # steps, past the 2800-3700 at which three seeds of that setting reached 99% test accuracy.
     # A run stops early once test accuracy has stayed >= 99% for 3 evaluations (300 steps).
     "cpu": Preset(
