@@ -43,8 +43,8 @@ class Preset(GridPreset):
 PRESETS = {
     # CPU defaults, chosen by measurement on a 2-core machine (README, "How the CPU defaults were
     # chosen"): the widest model whose 6-run grid fits ~30 minutes (28 measured) with bf16 autocast;
-    # the lr and constant schedule under which gamma=0.5 post-LN left its plateau fastest; 4000
-    # steps, past the 2800-3700 at which three seeds of that setting reached 99% test accuracy.
+    # the lr and constant schedule under which gamma=0.5 post-LN left its plateau fastest of those
+    # tried; 4000 steps, past the 2800-3700 at which three seeds of that setting reached 99% test accuracy.
     # A run stops early once test accuracy has stayed >= 99% for 3 evaluations (300 steps).
     "cpu": Preset(
         d_model=128,
