@@ -27,7 +27,15 @@ from reasonlens.icot.states import teacher_states
 from reasonlens.models import Transformer
 from reasonlens.tasks.batch import Batch
 from reasonlens.tasks.multiplication import MultiplicationData
-from reasonlens.training import BatchSource, FixedSource, TrainConfig, TrainResult, masked_lm_loss, train
+from reasonlens.training import (
+    BatchSource,
+    FixedSource,
+    TrainConfig,
+    TrainResult,
+    evaluate_lm,
+    masked_lm_loss,
+    train,
+)
 
 LogitsFn = Callable[[nn.Module, Batch], Tensor]
 STAGES: tuple[str, ...] = ("nocot", "teacher", "student", "emulator", "coupled")
@@ -72,27 +80,8 @@ def lm_evaluator(logits_fn: LogitsFn) -> Callable[[nn.Module, Batch, int], dict[
     """An ``eval_fn`` for the trainer: masked loss, token accuracy, and ``accuracy`` (every masked
     token right under teacher forcing; for answer-only models this equals greedy exact match)."""
 
-    @torch.no_grad()
     def evaluate(module: nn.Module, batch: Batch, batch_size: int) -> dict[str, float]:
-        was_training = module.training
-        module.eval()
-        device = next(module.parameters()).device
-        loss_sum, n_tok, n_tok_ok, n_ex_ok = 0.0, 0, 0, 0
-        for i in range(0, len(batch), batch_size):
-            b = batch[i : i + batch_size].to(device)
-            logits = logits_fn(module, b).float()
-            sel = b.mask
-            loss_sum += F.cross_entropy(logits[sel], b.targets[sel], reduction="sum").item()
-            ok = (logits.argmax(-1) == b.targets) | ~sel
-            n_tok += int(sel.sum())
-            n_tok_ok += int((ok & sel).sum())
-            n_ex_ok += int(ok.all(dim=1).sum())
-        module.train(was_training)
-        return {
-            "loss": loss_sum / max(n_tok, 1),
-            "token_accuracy": n_tok_ok / max(n_tok, 1),
-            "accuracy": n_ex_ok / max(len(batch), 1),
-        }
+        return evaluate_lm(module, batch, batch_size, logits_fn)
 
     return evaluate
 

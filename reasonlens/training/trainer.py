@@ -170,16 +170,22 @@ def masked_lm_loss(model: nn.Module, batch: Batch) -> Float[Tensor, ""]:
 
 
 @torch.no_grad()
-def evaluate_lm(model: nn.Module, batch: Batch, batch_size: int = 2048) -> dict[str, float]:
+def evaluate_lm(
+    model: nn.Module,
+    batch: Batch,
+    batch_size: int = 2048,
+    logits_fn: Callable[[nn.Module, Batch], Tensor] | None = None,
+) -> dict[str, float]:
     """Masked loss, token accuracy, and ``accuracy``: the fraction of examples whose every masked
-    token is predicted correctly (for the matching tasks, answer accuracy)."""
+    token is predicted correctly (for the matching tasks, answer accuracy). ``logits_fn(model,
+    batch)`` computes the logits when ``model(batch.inputs)`` does not (default: that call)."""
     was_training = model.training
     model.eval()
     loss_sum, n_tok, n_tok_ok, n_ex_ok = 0.0, 0, 0, 0
     device = next(model.parameters()).device
     for i in range(0, len(batch), batch_size):
         b = batch[i : i + batch_size].to(device)
-        logits = model(b.inputs).float()
+        logits = (model(b.inputs) if logits_fn is None else logits_fn(model, b)).float()
         sel = b.mask
         loss_sum += F.cross_entropy(logits[sel], b.targets[sel], reduction="sum").item()
         ok = (logits.argmax(-1) == b.targets) | ~sel

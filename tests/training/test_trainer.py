@@ -184,3 +184,17 @@ def test_bad_train_config_is_named(kw, message):
 def test_cuda_requested_without_cuda():
     with pytest.raises(ValueError, match="CUDA is not available"):
         TrainConfig(device="cuda")
+
+
+def test_evaluate_lm_takes_a_logits_function():
+    batch = matching.generate(n=64, split="test", seed=1).batch()
+    model = Transformer(tiny_config(d_vocab=201, n_ctx=13))
+    default = evaluate_lm(model, batch, batch_size=16)
+    assert evaluate_lm(model, batch, 16, lambda m, b: m(b.inputs)) == default
+
+    def oracle(m, b):  # the right token everywhere, by a margin
+        return torch.nn.functional.one_hot(b.targets, 201).float() * 50
+
+    perfect = evaluate_lm(model, batch, 16, oracle)
+    assert perfect["accuracy"] == 1.0 and perfect["token_accuracy"] == 1.0
+    assert perfect["loss"] < 1e-6 < default["loss"]
