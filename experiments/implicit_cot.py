@@ -45,7 +45,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from reasonlens.icot import ICoTSetup, generate_answers, make_data, parse_stage_steps, preset, run_stages
+from reasonlens.icot import (
+    ICoTSetup,
+    add_stage_steps_option,
+    generate_answers,
+    make_data,
+    parse_stage_steps,
+    preset,
+    run_stages,
+)
 from reasonlens.io import write_csv
 from reasonlens.plots import save_figure
 from reasonlens.plots.icot import results_figure, training_figure
@@ -80,11 +88,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "format from this folder instead of generating data",
     )  # fmt: skip
     p.add_argument("--decode-batch-size", type=int, default=250, help="examples per decoding batch")
-    p.add_argument(
-        "--stage-steps", nargs="+", metavar="STAGE=N",
-        help="train these stages for N steps instead of the preset's, e.g. student=2400 (stages: "
-        "nocot teacher student emulator coupled; downstream stages retrain with them)",
-    )  # fmt: skip
+    add_stage_steps_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--html-only", action="store_true", help="skip the PNG copies of the figures (faster)")
     args = p.parse_args(argv)

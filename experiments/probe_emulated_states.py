@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reasonlens.icot import make_data, parse_stage_steps, preset, run_stages
+from reasonlens.icot import add_stage_steps_option, make_data, parse_stage_steps, preset, run_stages
 from reasonlens.icot.activations import SOURCES, collect_states, probe_targets, target_group
 from reasonlens.icot.probing import probe_table
 from reasonlens.io import write_csv
@@ -67,11 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"checkpoint folder (default {DEFAULT_RUNS}, or {QUICK_RUNS} with --quick)",
     )
     p.add_argument("--max-iter", type=int, default=200, help="L-BFGS iterations per probe (default 200)")
-    p.add_argument(
-        "--stage-steps", nargs="+", metavar="STAGE=N",
-        help="train these stages for N steps instead of the preset's, e.g. student=2400 (stages: "
-        "nocot teacher student emulator coupled; downstream stages retrain with them)",
-    )  # fmt: skip
+    add_stage_steps_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--html-only", action="store_true", help="skip the PNG copies of the figures (faster)")
     args = p.parse_args(argv)

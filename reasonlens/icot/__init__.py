@@ -13,6 +13,7 @@ from reasonlens.icot.modules import ImplicitCoT, MindReadingStudent, ThoughtEmul
 from reasonlens.icot.pipeline import (
     ICoTRun,
     ICoTSetup,
+    add_stage_steps_option,
     make_data,
     parse_stage_steps,
     preset,
@@ -34,7 +35,8 @@ from reasonlens.icot.states import diagonal_positions, normalize, substitution_h
 
 __all__ = [
     "METHODS", "STAGES", "GenerationResult", "ICoTRun", "ICoTSetup", "ImplicitCoT", "MindReadingStudent",
-    "ThoughtEmulator", "WithTeacherStates", "add_teacher_states", "answer_of", "diagonal_positions",
+    "ThoughtEmulator", "WithTeacherStates", "add_stage_steps_option", "add_teacher_states", "answer_of",
+    "diagonal_positions",
     "emulator_loss", "generate_answers", "make_data", "normalize", "parse_stage_steps", "preset",
     "run_stages", "sequence_lengths", "substitution_hooks", "teacher_states", "train_coupled",
     "train_emulator", "train_nocot", "train_student", "train_teacher",

@@ -18,6 +18,7 @@ Presets (:func:`preset`):
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import hashlib
@@ -160,6 +161,15 @@ class ICoTSetup:
                 raise ValueError(f"steps for stage {stage!r} must be a positive integer; got {n!r}")
         training = {k: dataclasses.replace(v, steps=steps.get(k, v.steps)) for k, v in self.training.items()}
         return dataclasses.replace(self, training=training)
+
+
+def add_stage_steps_option(parser: argparse.ArgumentParser) -> None:
+    """The scripts' ``--stage-steps STAGE=N ...`` option (read it with :func:`parse_stage_steps`)."""
+    parser.add_argument(
+        "--stage-steps", nargs="+", metavar="STAGE=N",
+        help="train these stages for N steps instead of the preset's, e.g. student=2400 (stages: "
+        f"{' '.join(STAGES)}; downstream stages retrain with them)",
+    )  # fmt: skip
 
 
 def parse_stage_steps(items: list[str] | None) -> dict[str, int]:
