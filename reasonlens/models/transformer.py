@@ -179,19 +179,30 @@ class Attention(nn.Module):
         v = self.hook_v(qkv[:, :, 2])
         if self.noise != "none":
             return self._attend_with_noise(x, q, k, v)
-        if _hooked(self.hook_attn_scores, self.hook_pattern):
-            scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / self.attn_scale
-            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
-            scores = self.hook_attn_scores(scores.masked_fill(causal, float("-inf")))
-            pattern = self.hook_pattern(scores.softmax(dim=-1))
-            z = torch.einsum("bhqk,bkhd->bqhd", pattern.to(v.dtype), v)
-        else:
-            z = F.scaled_dot_product_attention(
-                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True
-            ).transpose(1, 2)
-        z = self.hook_z(z)
+        z = self.hook_z(self._attend(q, k, v))
         out = torch.addmm(self.b_O, z.reshape(B * T, H * dh), self.W_O.reshape(H * dh, D))
         return out.view(B, T, D)
+
+    def _attend(
+        self,
+        q: Float[Tensor, "batch pos head_index d_qk"],
+        k: Float[Tensor, "batch pos head_index d_qk"],
+        v: Float[Tensor, "batch pos head_index d_v"],
+    ) -> Float[Tensor, "batch pos head_index d_v"]:
+        """Causal attention with logits ``q k^T / sqrt(d_head)``: explicit (through hook_attn_scores
+        and hook_pattern) when either is hooked, else fused. The scale stays that of ``d_head`` when
+        the noise path widens q, k and v."""
+        if _hooked(self.hook_attn_scores, self.hook_pattern):
+            T = q.shape[1]
+            scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / self.attn_scale
+            causal = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+            scores = self.hook_attn_scores(scores.masked_fill(causal, float("-inf")))
+            pattern = self.hook_pattern(scores.softmax(dim=-1))
+            return torch.einsum("bhqk,bkhd->bqhd", pattern.to(v.dtype), v)
+        return F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
+            scale=1.0 / self.attn_scale,
+        ).transpose(1, 2)  # fmt: skip
 
     def _attend_with_noise(
         self,
@@ -215,17 +226,7 @@ class Attention(nn.Module):
         q = torch.cat([q, xq * self.alpha_QK.to(x.dtype)[:, None]], dim=-1)
         k = torch.cat([k, x_heads], dim=-1)
         v = torch.cat([v, xv * self.alpha_OV.to(x.dtype)[:, None]], dim=-1)
-        if _hooked(self.hook_attn_scores, self.hook_pattern):
-            scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / self.attn_scale
-            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
-            scores = self.hook_attn_scores(scores.masked_fill(causal, float("-inf")))
-            pattern = self.hook_pattern(scores.softmax(dim=-1))
-            zz = torch.einsum("bhqk,bkhd->bqhd", pattern.to(v.dtype), v)
-        else:
-            zz = F.scaled_dot_product_attention(
-                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
-                scale=1.0 / self.attn_scale,
-            ).transpose(1, 2)  # fmt: skip
+        zz = self._attend(q, k, v)
         z = self.hook_z(zz[..., :dh])
         out = torch.addmm(self.b_O, z.reshape(B * T, H * dh), self.W_O.reshape(H * dh, D))
         return out.view(B, T, D) + zz[..., dh:].sum(dim=2)
