@@ -46,6 +46,7 @@ from pathlib import Path
 import pandas as pd
 
 from reasonlens.icot import (
+    RESULT_METHODS,
     ICoTSetup,
     add_stage_steps_option,
     generate_answers,
@@ -61,12 +62,6 @@ from reasonlens.tasks import multiplication as mult
 from reasonlens.training.trainer import check_device
 
 DEFAULT_OUT = Path("figures/implicit_cot")
-METHOD_MODELS = {"nocot": "nocot", "cot": "teacher", "implicit": "coupled"}
-METHOD_STAGES = {
-    "nocot": ["nocot"],
-    "cot": ["teacher"],
-    "implicit": ["teacher", "student", "emulator", "coupled"],
-}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,6 +82,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="read train.txt, valid.txt and test.txt (or test_bigbench.txt) in the authors' line "
         "format from this folder instead of generating data",
     )  # fmt: skip
+    p.add_argument(
+        "--methods", nargs="+", default=list(RESULT_METHODS), metavar="METHOD",
+        help=f"which methods to train and test (default: all of {' '.join(RESULT_METHODS)}); "
+        "only the stages they need are trained",
+    )  # fmt: skip
     p.add_argument("--decode-batch-size", type=int, default=250, help="examples per decoding batch")
     add_stage_steps_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -102,6 +102,9 @@ def _validate(args: argparse.Namespace) -> None:
         raise SystemExit(f"--digits must be in 1..{mult.MAX_DIGITS}; got {args.digits}")
     if args.decode_batch_size < 1:
         raise SystemExit(f"--decode-batch-size must be positive; got {args.decode_batch_size}")
+    unknown = [m for m in args.methods if m not in RESULT_METHODS]
+    if unknown:
+        raise SystemExit(f"--methods: unknown method(s) {unknown}; choose from {list(RESULT_METHODS)}")
     if args.data is not None and not args.data.is_dir():
         raise SystemExit(f"--data: no folder at {args.data}")
     try:
@@ -160,18 +163,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"implicit CoT, {setup.digits[0]}x{setup.digits[1]} digits, preset {setup.preset}: "
           f"{len(splits['train'])} train / {len(splits['valid'])} valid / {len(splits['test'])} test; "
           f"checkpoints in {run_dir}", flush=True)  # fmt: skip
-    run = run_stages(setup, splits, run_dir)
+    methods = [m for m in RESULT_METHODS if m in args.methods]
+    run = run_stages(setup, splits, run_dir, stages=[RESULT_METHODS[m].stage for m in methods])
 
     rows = []
-    for method, model_name in METHOD_MODELS.items():
-        model = run.models[model_name]
-        res = generate_answers(method, model, splits["test"], batch_size=args.decode_batch_size)
+    for method in methods:
+        spec = RESULT_METHODS[method]
+        model = run.models[spec.stage]
+        res = generate_answers(spec.decode, model, splits["test"], batch_size=args.decode_batch_size)
+        trained = setup.needed_stages([spec.stage])  # its own stage and the ones it reads from
         print(f"[test] {method}: accuracy {res.accuracy:.4f} (digits {res.digit_accuracy:.3f}), "
               f"{res.examples_per_second:.1f} examples/s "
               f"({res.seconds:.1f} s)", flush=True)  # fmt: skip
         rows.append({
             "method": method,
-            "model": model_name,
+            "model": spec.stage,
             "test_accuracy": res.accuracy,
             "test_digit_accuracy": res.digit_accuracy,
             "n_test": res.n_examples,
@@ -179,14 +185,15 @@ def main(argv: list[str] | None = None) -> int:
             "decode_seconds": round(res.seconds, 3),
             "examples_per_second": res.examples_per_second,
             "tokens_per_second": res.tokens_per_second,
-            "train_seconds": round(sum(run.results[s].wall_time for s in METHOD_STAGES[method]), 1),
-            "train_steps": sum(run.results[s].steps_done for s in METHOD_STAGES[method]),
+            "train_seconds": round(sum(run.results[s].wall_time for s in trained), 1),
+            "train_steps": sum(run.results[s].steps_done for s in trained),
             "digits": f"{setup.digits[0]}x{setup.digits[1]}",
             "preset": setup.preset,
             "device": str(next(model.parameters()).device),
         })  # fmt: skip
     results = pd.DataFrame(rows)
-    results["speed_vs_nocot"] = results.examples_per_second / results.examples_per_second.iloc[0]
+    base = results.examples_per_second[results.method == "no_cot"]
+    results["speed_vs_nocot"] = results.examples_per_second / base.iloc[0] if len(base) else float("nan")
     write_csv(results, args.out / "results.csv")
     write_csv(run.stage_summary(), args.out / "stages.csv")
     metrics = pd.concat([r.metrics.assign(stage=s) for s, r in run.results.items()], ignore_index=True)

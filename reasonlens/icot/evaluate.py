@@ -1,11 +1,14 @@
-"""Exact-match accuracy and decoding throughput by batched greedy decoding, for all three methods.
+"""Exact-match accuracy and decoding throughput by batched greedy decoding, for every method.
 
 Every method starts from the same prompt, ``input SEP``:
 
 - ``"nocot"``: a plain model generates ``#### answer END``;
 - ``"cot"``: the teacher generates ``cot SEP #### answer END``;
 - ``"implicit"``: the emulator reads the prompt once, then the student generates ``#### answer END``
-  with the emulated states written at the separator on every step.
+  with the emulated states written at the separator on every step;
+- ``"internalized"``: a stepwise-internalized model, whose chain of thought was removed down to its
+  second separator, reads ``input SEP SEP`` (that separator is given, as it is in the authors'
+  evaluation) and generates ``#### answer END``.
 
 An example is correct when generation ended with ``END`` and the symbols between the first
 ``####`` and ``END`` are exactly the answer's digits (the chain of thought itself is not graded, as
@@ -22,14 +25,15 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from torch import nn
+from jaxtyping import Int
+from torch import Tensor, nn
 
 from reasonlens.icot.modules import ImplicitCoT
 from reasonlens.models.decoding import greedy_decode
-from reasonlens.tasks.multiplication import ANSWER, END, PAD, MultiplicationData, decode
+from reasonlens.tasks.multiplication import ANSWER, END, PAD, SEP, MultiplicationData, decode
 
-Method = Literal["nocot", "cot", "implicit"]
-METHODS: tuple[str, ...] = ("nocot", "cot", "implicit")
+Method = Literal["nocot", "cot", "implicit", "internalized"]
+METHODS: tuple[str, ...] = ("nocot", "cot", "implicit", "internalized")
 
 
 @dataclass
@@ -67,6 +71,13 @@ def _n_ctx(model: nn.Module) -> int:
     return model.cfg.n_ctx
 
 
+def _second_separator(prompts: Int[Tensor, "n t"], lengths: Int[Tensor, " n"]) -> Int[Tensor, "n t+1"]:
+    """``input SEP`` prompts with one more ``SEP`` after each."""
+    out = torch.cat([prompts, torch.full_like(prompts[:, :1], PAD)], dim=1)
+    out[torch.arange(len(out)), lengths] = SEP
+    return out
+
+
 @torch.no_grad()
 def generate_answers(
     method: Method,
@@ -89,6 +100,8 @@ def generate_answers(
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
     prompts, plen = data.prompts()
     full = data.len_cot if method == "cot" else data.len_nocot
+    if method == "internalized":
+        prompts, plen, full = _second_separator(prompts, plen), plen + 1, full + 1
     room = _n_ctx(model) - int(plen.max())
     if room < int((full - plen).max()):
         raise ValueError(

@@ -30,12 +30,17 @@ from typing import Any
 import pandas as pd
 from torch import nn
 
+from reasonlens.icot.internalize import RemovalSchedule
 from reasonlens.icot.modules import ImplicitCoT, MindReadingStudent, ThoughtEmulator
+from reasonlens.icot.running_sum import RunningSumHeads
 from reasonlens.icot.stages import (
+    METHOD_STAGES,
     STAGES,
     train_coupled,
     train_emulator,
+    train_internalized,
     train_nocot,
+    train_running_sum,
     train_student,
     train_teacher,
 )
@@ -44,7 +49,34 @@ from reasonlens.models import ModelConfig, Transformer
 from reasonlens.tasks import multiplication as mult
 from reasonlens.training import TrainConfig, TrainResult
 
-MODELS: tuple[str, ...] = ("nocot", "teacher", "student", "emulator")
+MODELS: tuple[str, ...] = ("nocot", "teacher", "student", "emulator", "internalize", "aux")
+ALL_STAGES: tuple[str, ...] = STAGES + METHOD_STAGES
+# what each stage reads from
+UPSTREAM: dict[str, tuple[str, ...]] = {
+    "nocot": (), "teacher": (), "student": ("teacher",), "emulator": ("teacher",),
+    "coupled": ("student", "emulator"), "internalize": (), "aux": (),
+}  # fmt: skip
+SI_INITS: tuple[str, ...] = ("scratch", "teacher")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A way of answering: which stage's model answers, and how it is decoded
+    (:func:`reasonlens.icot.generate_answers`)."""
+
+    label: str
+    stage: str
+    decode: str
+
+
+# the methods compared in results tables, in their canonical order
+RESULT_METHODS: dict[str, Method] = {
+    "no_cot": Method("no CoT", "nocot", "nocot"),
+    "explicit_cot": Method("explicit CoT", "teacher", "cot"),
+    "implicit_kd": Method("implicit CoT (distillation)", "coupled", "implicit"),
+    "implicit_si": Method("stepwise internalization", "internalize", "internalized"),
+    "aux_running_sum": Method("running-sum loss", "aux", "nocot"),
+}
 PRESETS: tuple[str, ...] = ("cpu", "paper")
 # TrainConfig fields that do not change the trained weights, left out of the stage keys.
 _NOT_IN_KEY = ("device", "progress", "desc", "eval_every", "eval_batch_size", "checkpoint_every")
@@ -62,10 +94,43 @@ class ICoTSetup:
     seed: int = 0
     preset: str = "custom"
     data: str = "generated"  # or an identifier of the files the data was read from
+    # stepwise internalization: dwell steps per number of removed tokens, smoothing, start point
+    si_dwell: tuple[int, ...] = ()
+    si_lambda: float = 4.0
+    si_init: str = "scratch"  # or "teacher": start from the trained explicit-CoT teacher
+    # the auxiliary running-sum loss
+    aux_weight: float = 1.0
 
     def __post_init__(self) -> None:
         self.digits = tuple(self.digits)  # type: ignore[assignment]
+        self.si_dwell = tuple(self.si_dwell)  # type: ignore[assignment]
         self.validate()
+
+    @property
+    def si_schedule(self) -> RemovalSchedule:
+        return RemovalSchedule(self.si_dwell)
+
+    def upstream(self, stage: str) -> tuple[str, ...]:
+        if stage == "internalize" and self.si_init == "teacher":
+            return ("teacher",)
+        return UPSTREAM[stage]
+
+    def needed_stages(self, stages: list[str] | tuple[str, ...]) -> list[str]:
+        """``stages`` and everything they read from, in training order."""
+        unknown = sorted(set(stages) - set(ALL_STAGES))
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; stages are {list(ALL_STAGES)}")
+        need: set[str] = set()
+
+        def add(stage: str) -> None:
+            if stage not in need:
+                need.add(stage)
+                for u in self.upstream(stage):
+                    add(u)
+
+        for stage in stages:
+            add(stage)
+        return [s for s in ALL_STAGES if s in need]
 
     def validate(self) -> None:
         if len(self.digits) != 2:
@@ -74,7 +139,7 @@ class ICoTSetup:
         missing = [m for m in MODELS if m not in self.models]
         if missing:
             raise ValueError(f"ICoTSetup.models lacks {missing}")
-        missing = [s for s in STAGES if s not in self.training]
+        missing = [s for s in ALL_STAGES if s not in self.training]
         if missing:
             raise ValueError(f"ICoTSetup.training lacks {missing}")
         for name in ("n_train", "n_valid", "n_test"):
@@ -90,9 +155,35 @@ class ICoTSetup:
                     f"ICoTSetup: the {name} has {self.models[name].n_layers} layers but the teacher has "
                     f"{teacher.n_layers}; they must match (one teacher state per block)"
                 )
+        if self.si_init not in SI_INITS:
+            raise ValueError(f"ICoTSetup.si_init must be one of {SI_INITS}; got {self.si_init!r}")
+        n_cot = mult.cot_length(*self.digits)
+        if len(self.si_dwell) != n_cot:
+            raise ValueError(
+                f"ICoTSetup.si_dwell has {len(self.si_dwell)} entries; a {self.digits[0]}x{self.digits[1]} "
+                f"chain of thought has {n_cot} tokens (one entry per number of removed tokens)"
+            )
+        RemovalSchedule(self.si_dwell)  # validates the entries
+        if self.si_dwell and sum(self.si_dwell) >= self.training["internalize"].steps:
+            raise ValueError(
+                f"the removal schedule ends at step {sum(self.si_dwell)}, but the internalize stage trains "
+                f"{self.training['internalize'].steps} steps: nothing would be trained without CoT"
+            )
+        si, teacher_cfg = self.models["internalize"], self.models["teacher"]
+        if self.si_init == "teacher" and si.replace(seed=teacher_cfg.seed) != teacher_cfg:
+            raise ValueError(
+                "ICoTSetup: si_init='teacher' needs the internalize model's shape to equal the teacher's"
+            )
+        for name, v in (("si_lambda", self.si_lambda), ("aux_weight", self.aux_weight)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or v != v:
+                raise ValueError(f"ICoTSetup.{name} must be a number >= 0; got {v!r}")
+        if self.aux_weight == float("inf"):
+            raise ValueError("ICoTSetup.aux_weight must be finite")
         need = sequence_lengths(*self.digits)
         for name, fmt in (
             ("teacher", "cot"),
+            ("internalize", "cot"),
+            ("aux", "nocot"),
             ("nocot", "nocot"),
             ("student", "nocot"),
             ("emulator", "input"),
@@ -113,12 +204,19 @@ class ICoTSetup:
             "training": {k: v.to_dict() for k, v in self.training.items()},
             "n_train": self.n_train, "n_valid": self.n_valid, "n_test": self.n_test,
             "n_probe": self.n_probe, "seed": self.seed, "preset": self.preset, "data": self.data,
+            "si_dwell": list(self.si_dwell), "si_lambda": self.si_lambda, "si_init": self.si_init,
+            "aux_weight": self.aux_weight,
         }  # fmt: skip
 
     def stage_specs(self) -> dict[str, dict[str, Any]]:
         """What determines each stage's weights: the data, its model config(s), its training config
         (without device, progress and evaluation settings) and the keys of the stages it reads."""
-        data = {k: v for k, v in self.to_dict().items() if k not in ("models", "training", "preset")}
+        method_fields = ("si_dwell", "si_lambda", "si_init", "aux_weight")
+        data = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in ("models", "training", "preset", *method_fields)
+        }
         train = {
             s: {k: v for k, v in tc.to_dict().items() if k not in _NOT_IN_KEY}
             for s, tc in self.training.items()
@@ -126,12 +224,19 @@ class ICoTSetup:
         models = {k: v.to_dict() for k, v in self.models.items()}
         specs: dict[str, dict[str, Any]] = {}
         keys: dict[str, str] = {}
-        upstream = {"nocot": [], "teacher": [], "student": ["teacher"], "emulator": ["teacher"],
-                    "coupled": ["student", "emulator"]}  # fmt: skip
-        for stage in STAGES:
-            spec = {"data": data, "training": train[stage], "upstream": {u: keys[u] for u in upstream[stage]}}
+        for stage in ALL_STAGES:
+            spec = {
+                "data": data,
+                "training": train[stage],
+                "upstream": {u: keys[u] for u in self.upstream(stage)},
+            }
             if stage in models:
                 spec["model"] = models[stage]
+            if stage == "internalize":
+                spec["method"] = {"si_dwell": list(self.si_dwell), "si_lambda": self.si_lambda,
+                                  "si_init": self.si_init}  # fmt: skip
+            if stage == "aux":
+                spec["method"] = {"aux_weight": self.aux_weight}
             specs[stage] = spec
             keys[stage] = _digest(spec)
         return specs
@@ -153,9 +258,9 @@ class ICoTSetup:
     def with_steps(self, steps: dict[str, int]) -> ICoTSetup:
         """A copy in which each named stage trains for the given number of steps (its stage key, and
         those of the stages reading from it, change with it)."""
-        unknown = sorted(set(steps) - set(STAGES))
+        unknown = sorted(set(steps) - set(ALL_STAGES))
         if unknown:
-            raise ValueError(f"unknown stage(s) {unknown}; stages are {list(STAGES)}")
+            raise ValueError(f"unknown stage(s) {unknown}; stages are {list(ALL_STAGES)}")
         for stage, n in steps.items():
             if isinstance(n, bool) or not isinstance(n, int) or n < 1:
                 raise ValueError(f"steps for stage {stage!r} must be a positive integer; got {n!r}")
@@ -168,7 +273,7 @@ def add_stage_steps_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stage-steps", nargs="+", metavar="STAGE=N",
         help="train these stages for N steps instead of the preset's, e.g. student=2400 (stages: "
-        f"{' '.join(STAGES)}; downstream stages retrain with them)",
+        f"{' '.join(ALL_STAGES)}; downstream stages retrain with them)",
     )  # fmt: skip
 
 
@@ -178,9 +283,9 @@ def parse_stage_steps(items: list[str] | None) -> dict[str, int]:
     steps: dict[str, int] = {}
     for item in items or ():
         stage, sep, n = item.partition("=")
-        if not sep or stage not in STAGES:
+        if not sep or stage not in ALL_STAGES:
             raise ValueError(
-                f"--stage-steps: expected STAGE=N with STAGE one of {list(STAGES)}; got {item!r}"
+                f"--stage-steps: expected STAGE=N with STAGE one of {list(ALL_STAGES)}; got {item!r}"
             )
         try:
             steps[stage] = int(n)
@@ -211,42 +316,62 @@ def preset(
     mult._check_digits(*digits)
     lengths = sequence_lengths(*digits)
     ctx = {"nocot": lengths["nocot"], "teacher": lengths["cot"], "student": lengths["nocot"],
-           "emulator": lengths["input"]}  # fmt: skip
+           "emulator": lengths["input"], "internalize": lengths["cot"], "aux": lengths["nocot"]}  # fmt: skip
+    n_cot = mult.cot_length(*digits)
+    method_cfg: dict[str, dict[str, Any]] = {"internalize": {}, "aux": {}}  # per-stage TrainConfig changes
     if quick:
         shape = dict(n_layers=2, d_model=32, n_heads=2, d_mlp=64)
-        steps = dict.fromkeys(STAGES, 12)
+        shapes = {}
+        schedule = RemovalSchedule.linear(n_cot, 1, warmup=2)
+        steps = dict.fromkeys(ALL_STAGES, 12) | {"internalize": schedule.end + 6}
         common = dict(batch_size=16, warmup_steps=2, eval_every=6, eval_batch_size=256)
         sizes = dict(n_train=256, n_valid=32, n_test=32, n_probe=96)
-        lrs = dict.fromkeys(STAGES, 3e-3)
+        lrs = dict.fromkeys(ALL_STAGES, 3e-3)
     elif name == "cpu":
         shape = dict(n_layers=4, d_model=128, n_heads=4, d_mlp=512)
-        steps = dict(nocot=1500, teacher=1200, student=600, emulator=1500, coupled=1500)
+        shapes = {}
+        schedule = RemovalSchedule.ramp(n_cot, first=50, last=400, warmup=1000)
+        steps = dict(nocot=1500, teacher=1200, student=600, emulator=1500, coupled=1500,
+                     internalize=schedule.end + 3000, aux=6000)  # fmt: skip
         common = dict(
             batch_size=64, warmup_steps=100, eval_every=100, eval_batch_size=1000, checkpoint_every=200
         )
+        method_cfg["internalize"] = dict(schedule="constant", weight_decay=0.0, eval_every=250)
+        method_cfg["aux"] = dict(eval_every=250)
         sizes = dict(n_train=100_000, n_valid=1000, n_test=1000, n_probe=3000)
-        lrs = dict(nocot=1e-3, teacher=1e-3, student=1e-3, emulator=1e-3, coupled=3e-4)
+        lrs = dict(nocot=1e-3, teacher=1e-3, student=1e-3, emulator=1e-3, coupled=3e-4, internalize=1e-3,
+                   aux=1e-3)  # fmt: skip
     else:  # paper: GPT-2 small shapes, the authors' data sizes, batch size, learning rate and epochs
         shape = dict(n_layers=12, d_model=768, n_heads=12, d_mlp=3072, act_fn="gelu_new",
                      attn_bias=True, mlp_bias=True)  # fmt: skip
+        # Bai et al. (2025): 2 layers x 4 heads at d_model 768, from scratch, for both methods
+        bai = dict(shape, n_layers=2, n_heads=4)
+        shapes = {"internalize": bai, "aux": bai}
         per_epoch = 808_000 // 32
+        # the authors' 8 tokens per epoch after one explicit-CoT epoch, then 4 epochs with none left
+        schedule = RemovalSchedule.linear(n_cot, per_epoch // 8, warmup=per_epoch)
         steps = dict(nocot=per_epoch, teacher=per_epoch, student=40 * per_epoch, emulator=40 * per_epoch,
-                     coupled=40 * per_epoch)  # fmt: skip
+                     coupled=40 * per_epoch, internalize=schedule.end + 4 * per_epoch,
+                     aux=1_100_000)  # fmt: skip
         common = dict(batch_size=32, warmup_steps=0, eval_every=5000, eval_batch_size=256,
                       checkpoint_every=5000, schedule="constant", weight_decay=0.0)  # fmt: skip
         sizes = dict(n_train=808_000, n_valid=1000, n_test=1000, n_probe=4000)
-        lrs = dict.fromkeys(STAGES, 5e-5)
+        lrs = dict.fromkeys(ALL_STAGES, 5e-5)
     models = {
-        m: ModelConfig(d_vocab=mult.D_VOCAB, n_ctx=ctx[m], seed=seed + i, **shape)
+        m: ModelConfig(d_vocab=mult.D_VOCAB, n_ctx=ctx[m], seed=seed + i, **shapes.get(m, shape))
         for i, m in enumerate(MODELS)
     }
     training = {
-        s: TrainConfig(steps=steps[s], lr=lrs[s], min_lr=lrs[s] / 10, seed=seed, desc=s, **common)
-        for s in STAGES
-    }
+        s: TrainConfig(
+            steps=steps[s], lr=lrs[s], min_lr=lrs[s] / 10, seed=seed, desc=s,
+            **(common | method_cfg.get(s, {})),
+        )
+        for s in ALL_STAGES
+    }  # fmt: skip
     return ICoTSetup(
-        digits, models, training, seed=seed, preset=name if not quick else f"{name}-quick", **sizes
-    )
+        digits, models, training, seed=seed, preset=name if not quick else f"{name}-quick",
+        si_dwell=schedule.dwell, **sizes,
+    )  # fmt: skip
 
 
 # -- running ---------------------------------------------------------------------------------------
@@ -254,8 +379,9 @@ def preset(
 
 @dataclass
 class ICoTRun:
-    """Trained models (``nocot``, ``teacher``, ``student``, ``emulator`` - the stage-4 emulator -
-    and ``coupled``) and each stage's :class:`TrainResult`."""
+    """Trained models by stage name (``nocot``, ``teacher``, ``student``, ``emulator`` - the
+    stage-4 emulator - ``coupled``, ``internalize``, ``aux``; only the stages that were run) and
+    each stage's :class:`TrainResult`."""
 
     setup: ICoTSetup
     splits: dict[str, mult.MultiplicationData]
@@ -291,8 +417,11 @@ def run_stages(
     splits: dict[str, mult.MultiplicationData] | None = None,
     run_dir: str | Path | None = None,
     log: Any = print,
+    stages: list[str] | tuple[str, ...] | None = None,
 ) -> ICoTRun:
-    """Train (or reload) the five stages in order; ``run_dir=None`` trains in memory only."""
+    """Train (or reload) ``stages`` (default: all of :data:`ALL_STAGES`) and the stages they read
+    from, in order; ``run_dir=None`` trains in memory only."""
+    todo = setup.needed_stages(ALL_STAGES if stages is None else stages)
     splits = splits if splits is not None else make_data(setup)
     out = Path(run_dir) if run_dir is not None else None
     run = ICoTRun(setup, splits, run_dir=out)
@@ -304,32 +433,48 @@ def run_stages(
         write_json(specs[stage], out / names[stage] / "stage.json")
         return out / names[stage]
 
-    tc, mc = setup.training, setup.models
+    tc, mc, models = setup.training, setup.models, run.models
 
-    def done(stage: str, res: TrainResult) -> None:
+    def done(stage: str, model: nn.Module, res: TrainResult) -> None:
+        models[stage] = model
         run.results[stage] = res
         log(f"[{stage}] {res.steps_done} steps, {res.wall_time:.0f} s of training; valid: "
             + ", ".join(f"{k}={res.final('valid', k):.4g}" for k in _metric_names(res)))  # fmt: skip
 
-    nocot = Transformer(mc["nocot"])
-    done("nocot", train_nocot(nocot, splits, tc["nocot"], sub("nocot")))
-    teacher = Transformer(mc["teacher"])
-    done("teacher", train_teacher(teacher, splits, tc["teacher"], sub("teacher")))
-    d_t, n_l = teacher.cfg.d_model, teacher.cfg.n_layers
-    student = MindReadingStudent(mc["student"], d_t, n_l)
-    done("student", train_student(student, teacher, splits, tc["student"], sub("student")))
-    emulator = ThoughtEmulator(mc["emulator"], d_t, n_l)
-    done("emulator", train_emulator(emulator, teacher, splits, tc["emulator"], sub("emulator")))
-    coupled = ImplicitCoT(copy.deepcopy(emulator), copy.deepcopy(student))
-    done("coupled", train_coupled(coupled, splits, tc["coupled"], sub("coupled")))
-    run.models = {
-        "nocot": nocot,
-        "teacher": teacher,
-        "student": student,
-        "emulator": emulator,
-        "coupled": coupled,
-    }
-    for model in run.models.values():
+    if "nocot" in todo:
+        nocot = Transformer(mc["nocot"])
+        done("nocot", nocot, train_nocot(nocot, splits, tc["nocot"], sub("nocot")))
+    if "teacher" in todo:
+        teacher = Transformer(mc["teacher"])
+        done("teacher", teacher, train_teacher(teacher, splits, tc["teacher"], sub("teacher")))
+    if "student" in todo:
+        d_t, n_l = models["teacher"].cfg.d_model, models["teacher"].cfg.n_layers
+        student = MindReadingStudent(mc["student"], d_t, n_l)
+        done(
+            "student",
+            student,
+            train_student(student, models["teacher"], splits, tc["student"], sub("student")),
+        )
+    if "emulator" in todo:
+        d_t, n_l = models["teacher"].cfg.d_model, models["teacher"].cfg.n_layers
+        emulator = ThoughtEmulator(mc["emulator"], d_t, n_l)
+        res = train_emulator(emulator, models["teacher"], splits, tc["emulator"], sub("emulator"))
+        done("emulator", emulator, res)
+    if "coupled" in todo:
+        coupled = ImplicitCoT(copy.deepcopy(models["emulator"]), copy.deepcopy(models["student"]))
+        done("coupled", coupled, train_coupled(coupled, splits, tc["coupled"], sub("coupled")))
+    if "internalize" in todo:
+        si = (
+            copy.deepcopy(models["teacher"]) if setup.si_init == "teacher" else Transformer(mc["internalize"])
+        )
+        res = train_internalized(
+            si, splits, tc["internalize"], setup.si_schedule, setup.si_lambda, sub("internalize")
+        )
+        done("internalize", si, res)
+    if "aux" in todo:
+        aux = RunningSumHeads(Transformer(mc["aux"]), weight=setup.aux_weight)
+        done("aux", aux, train_running_sum(aux, splits, tc["aux"], sub("aux")))
+    for model in models.values():
         model.eval()
     return run
 

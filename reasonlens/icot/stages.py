@@ -22,7 +22,14 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from reasonlens.icot.internalize import InternalizationSource, RemovalSchedule, final_format
 from reasonlens.icot.modules import ImplicitCoT, MindReadingStudent, ThoughtEmulator
+from reasonlens.icot.running_sum import (
+    RunningSumHeads,
+    add_running_sums,
+    evaluate_running_sum,
+    running_sum_loss,
+)
 from reasonlens.icot.states import teacher_states
 from reasonlens.models import Transformer
 from reasonlens.tasks.batch import Batch
@@ -39,6 +46,7 @@ from reasonlens.training import (
 
 LogitsFn = Callable[[nn.Module, Batch], Tensor]
 STAGES: tuple[str, ...] = ("nocot", "teacher", "student", "emulator", "coupled")
+METHOD_STAGES: tuple[str, ...] = ("internalize", "aux")
 
 
 # -- losses and metrics ------------------------------------------------------------------------------
@@ -226,6 +234,41 @@ def train_coupled(
     source = FixedSource(splits["train"].batch("nocot"), seed=cfg.seed)
     evals = {"valid": splits["valid"].batch("nocot")}
     return train(model, source, cfg, evals, coupled_loss, lm_evaluator(coupled_logits), out_dir, resume)
+
+
+def train_internalized(
+    model: Transformer, splits: Mapping[str, MultiplicationData], cfg: TrainConfig,
+    schedule: RemovalSchedule, lam: float = 4.0, out_dir: str | Path | None = None, resume: bool = True,
+) -> TrainResult:  # fmt: skip
+    """Stepwise internalization: explicit-CoT training with ``schedule.removed_at(step)`` CoT
+    tokens removed from the left (plus smoothing ``lam``), a fresh optimizer at every removal.
+    ``model`` may be fresh or a trained teacher (copy it first: it is trained in place).
+    Validation is on the final format, ``input SEP SEP #### answer END``, so its ``accuracy`` is
+    the greedy exact match of the model with no CoT tokens left."""
+    _check_splits(splits)
+    if model.cfg.n_ctx < splits["train"].max_len:
+        raise ValueError(
+            f"the model's n_ctx={model.cfg.n_ctx} is shorter than the {splits['train'].max_len}-token "
+            "explicit-CoT sequences it starts on"
+        )
+    source = InternalizationSource(splits["train"], schedule, lam=lam, seed=cfg.seed)
+    evals = {"valid": final_format(splits["valid"])}
+    return train(
+        model, source, cfg, evals, masked_lm_loss, lm_evaluator(_plain_logits), out_dir, resume,
+        reset_optimizer_at=schedule.is_removal_step,
+    )  # fmt: skip
+
+
+def train_running_sum(
+    module: RunningSumHeads, splits: Mapping[str, MultiplicationData], cfg: TrainConfig,
+    out_dir: str | Path | None = None, resume: bool = True,
+) -> TrainResult:  # fmt: skip
+    """Standard training on ``input SEP #### answer END`` plus the auxiliary running-sum loss."""
+    _check_splits(splits)
+    train_batch = add_running_sums(splits["train"].batch("nocot"), splits["train"])
+    source = FixedSource(train_batch, seed=cfg.seed)
+    evals = {"valid": add_running_sums(splits["valid"].batch("nocot"), splits["valid"])}
+    return train(module, source, cfg, evals, running_sum_loss, evaluate_running_sum, out_dir, resume)
 
 
 def _plain_logits(model: nn.Module, batch: Batch) -> Tensor:

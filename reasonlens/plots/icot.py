@@ -7,7 +7,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-METHOD_LABELS = {"nocot": "no CoT", "cot": "explicit CoT", "implicit": "implicit CoT"}
+METHOD_LABELS = {
+    "no_cot": "no CoT", "explicit_cot": "explicit CoT", "implicit_kd": "implicit CoT (KD)",
+    "implicit_si": "stepwise internalization", "aux_running_sum": "running-sum loss",
+}  # fmt: skip
 SOURCE_ORDER = ["teacher", "emulator", "coupled_emulator", "coupled_student", "nocot"]
 GROUP_ORDER = ["cot_token", "next_cot_token", "partial_product", "running_sum", "answer"]
 

@@ -232,6 +232,7 @@ def train(
     resume: bool = True,
     stop_when: StopFn | None = None,
     extra_params: list[nn.Parameter] | None = None,
+    reset_optimizer_at: Callable[[int], bool] | None = None,
 ) -> TrainResult:
     """Train ``module`` on batches from ``source`` for ``cfg.steps`` optimizer steps.
 
@@ -241,6 +242,9 @@ def train(
     ``model.safetensors`` when ``module`` has a ``save`` method; with ``resume`` a run finding a
     state file there continues from it and ends bit-identical to an uninterrupted run.
     ``stop_when(metrics)`` is asked after each evaluation and ends the run early when True.
+    ``reset_optimizer_at(step)``, when True, gives the optimizer a fresh state (moments and step
+    counts, as a new AdamW would have) before step ``step`` (stepwise internalization resets it at
+    every removal).
     """
     cfg.validate()
     evals = dict(evals or {})
@@ -301,6 +305,8 @@ def train(
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        if reset_optimizer_at is not None and reset_optimizer_at(step):
+            optimizer.state.clear()
         batch = source(step, cfg.batch_size).to(device)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             loss = loss_fn(module, batch)

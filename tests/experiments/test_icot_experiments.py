@@ -21,13 +21,17 @@ def test_quick_runs_write_results_then_probes_reuse_the_checkpoints(tmp_path):
     out = tmp_path / "icot"
     assert icot.main(["--quick", "--out", str(out), "--no-progress", "--html-only", "--device", "cpu"]) == 0
     results = pd.read_csv(out / "results.csv")
-    assert list(results.method) == ["nocot", "cot", "implicit"]
+    assert list(results.method) == ["no_cot", "explicit_cot", "implicit_kd", "implicit_si", "aux_running_sum"]
     assert results.test_accuracy.between(0, 1).all() and (results.n_test == 32).all()
     assert (results.n_params > 0).all() and (results.examples_per_second > 0).all()
+    by = results.set_index("method")
     # the implicit model is the emulator plus the student, each with its own transformer
-    assert results.n_params.iloc[2] > 2 * results.n_params.iloc[0]
+    assert by.n_params["implicit_kd"] > 2 * by.n_params["no_cot"]
+    # distillation's training time includes its teacher's
+    assert by.train_steps["implicit_kd"] > by.train_steps["explicit_cot"]
+    assert by.speed_vs_nocot["no_cot"] == 1.0
     stages = pd.read_csv(out / "stages.csv")
-    assert list(stages.stage) == ["nocot", "teacher", "student", "emulator", "coupled"]
+    assert list(stages.stage) == ["nocot", "teacher", "student", "emulator", "coupled", "internalize", "aux"]
     for name in ("results", "training"):
         assert (out / f"{name}.html").exists()
     (teacher_dir,) = (out / "runs").glob("teacher-*")
@@ -59,6 +63,17 @@ def test_quick_runs_write_results_then_probes_reuse_the_checkpoints(tmp_path):
     assert (pout / "probes.html").exists()
 
 
+def test_methods_flag_trains_only_what_the_chosen_methods_need(tmp_path):
+    icot = load("implicit_cot")
+    out = tmp_path / "si"
+    argv = ["--quick", "--out", str(out), "--no-progress", "--html-only", "--device", "cpu"]
+    assert icot.main([*argv, "--methods", "aux_running_sum", "implicit_si"]) == 0
+    results = pd.read_csv(out / "results.csv")
+    assert list(results.method) == ["implicit_si", "aux_running_sum"]  # canonical order
+    assert results.speed_vs_nocot.isna().all()  # no baseline in this run
+    assert sorted(p.name.split("-")[0] for p in (out / "runs").iterdir()) == ["aux", "internalize"]
+
+
 @pytest.mark.parametrize(
     "script, argv, message",
     [
@@ -69,6 +84,7 @@ def test_quick_runs_write_results_then_probes_reuse_the_checkpoints(tmp_path):
         ("probe_emulated_states", ["--max-iter", "0"], "--max-iter must be positive"),
         ("probe_emulated_states", ["--device", "tpu9"], "--device: unknown device 'tpu9'"),
         ("implicit_cot", ["--stage-steps", "student=0"], "'student=0': steps must be >= 1"),
+        ("implicit_cot", ["--methods", "telepathy"], r"--methods: unknown method\(s\) \['telepathy'\]"),
         ("probe_emulated_states", ["--stage-steps", "pupil=3"], "expected STAGE=N"),
     ],
 )

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from reasonlens.icot import (
+    ALL_STAGES,
     ImplicitCoT,
     MindReadingStudent,
     ThoughtEmulator,
@@ -163,12 +164,13 @@ def test_run_stages_in_order_and_from_cache(tmp_path):
     setup = setup.with_device("cpu")
     logs = []
     first = run_stages(setup, run_dir=tmp_path, log=logs.append)
-    assert list(first.results) == ["nocot", "teacher", "student", "emulator", "coupled"]
-    assert len(logs) == 5
+    assert list(first.results) == list(ALL_STAGES)
+    assert len(logs) == len(ALL_STAGES)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(setup.stage_keys().values())
     assert (tmp_path / setup.stage_keys()["coupled"] / "stage.json").exists()
     summary = first.stage_summary()
-    assert list(summary.stage) == list(first.results) and (summary.steps == 12).all()
+    assert list(summary.stage) == list(first.results)
+    assert dict(zip(summary.stage, summary.steps)) == {s: t.steps for s, t in setup.training.items()}
     second = run_stages(setup, run_dir=tmp_path, log=logs.append)
     for name in first.models:
         assert_same_weights(first.models[name], second.models[name])
@@ -176,11 +178,28 @@ def test_run_stages_in_order_and_from_cache(tmp_path):
     assert first.models["coupled"].emulator is not first.models["emulator"]
 
 
+def test_run_stages_trains_only_the_stages_asked_for_and_what_they_read(tmp_path):
+    setup = preset("cpu", (2, 2), quick=True).with_progress(False).with_device("cpu")
+    assert setup.needed_stages(["coupled"]) == ["teacher", "student", "emulator", "coupled"]
+    assert setup.needed_stages(["aux", "nocot"]) == ["nocot", "aux"]
+    assert setup.needed_stages(["internalize"]) == ["internalize"]
+    from_teacher = dataclasses.replace(setup, si_init="teacher")
+    assert from_teacher.needed_stages(["internalize"]) == ["teacher", "internalize"]
+    run = run_stages(from_teacher, run_dir=tmp_path, log=lambda *_: None, stages=["internalize"])
+    assert list(run.results) == ["teacher", "internalize"]
+    # started from the teacher: its weights moved away from the teacher's, not from a fresh init
+    (si, *_), (te, *_) = run.models["internalize"].parameters(), run.models["teacher"].parameters()
+    assert si.shape == te.shape and not torch.equal(si, te)
+    assert (si - te).abs().max() < 0.5  # a few small steps away from the teacher
+    with pytest.raises(ValueError, match=r"unknown stage\(s\) \['magic'\]"):
+        setup.needed_stages(["magic"])
+
+
 def test_setups_validate_and_key_only_on_what_changes_the_weights():
     setup = preset("cpu", (4, 4))
     keys = setup.stage_keys()
     assert keys == preset("cpu", (4, 4)).with_device("cpu").with_progress(False).stage_keys()
-    assert keys["teacher"].startswith("teacher-") and len(set(keys.values())) == 5
+    assert keys["teacher"].startswith("teacher-") and len(set(keys.values())) == len(ALL_STAGES)
     for other in (preset("cpu", (4, 4), seed=1), preset("cpu", (5, 5))):
         assert not set(other.stage_keys().values()) & set(keys.values())
     # a stage's key moves with its own settings and with the stages it reads, and nothing else
@@ -190,6 +209,14 @@ def test_setups_validate_and_key_only_on_what_changes_the_weights():
     wider = dict(setup.models, teacher=setup.models["teacher"].replace(d_mlp=256))
     changed = {s for s, k in dataclasses.replace(setup, models=wider).stage_keys().items() if keys[s] != k}
     assert changed == {"teacher", "student", "emulator", "coupled"}
+    # the method settings move only their own stage's key
+    for change in (dict(si_lambda=2.0), dict(aux_weight=0.5)):
+        moved = {s for s, k in dataclasses.replace(setup, **change).stage_keys().items() if keys[s] != k}
+        assert moved == ({"internalize"} if "si_lambda" in change else {"aux"})
+    with pytest.raises(ValueError, match="si_dwell has 3 entries; a 4x4 chain of thought has 46 tokens"):
+        dataclasses.replace(setup, si_dwell=(1, 1, 1))
+    with pytest.raises(ValueError, match="si_init must be one of"):
+        dataclasses.replace(setup, si_init="teachr")
     assert setup.models["teacher"].n_ctx == 67 and setup.models["nocot"].n_ctx == 20
     paper = preset("paper", (4, 4))
     assert (paper.models["teacher"].n_layers, paper.models["teacher"].d_model) == (12, 768)
@@ -198,10 +225,10 @@ def test_setups_validate_and_key_only_on_what_changes_the_weights():
         preset("gpu")
     bad = dict(setup.models, student=setup.models["student"].replace(n_layers=3))
     with pytest.raises(ValueError, match="the student has 3 layers but the teacher has 4"):
-        type(setup)(setup.digits, bad, setup.training, 10, 10, 10)
+        dataclasses.replace(setup, models=bad)
     short = dict(setup.models, teacher=setup.models["teacher"].replace(n_ctx=40))
     with pytest.raises(ValueError, match="teacher's n_ctx=40 is shorter than its 67-token 4x4 sequences"):
-        type(setup)(setup.digits, short, setup.training, 10, 10, 10)
+        dataclasses.replace(setup, models=short)
 
 
 def test_with_steps_changes_only_the_named_stages_and_their_readers():
