@@ -32,13 +32,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 from transformer_lens import ActivationCache, HookedRootModule
 from transformer_lens.FactoredMatrix import FactoredMatrix
 from transformer_lens.hook_points import HookPoint
 
+from reasonlens.checkpoints import CheckpointError, atomic_save_safetensors, read_header, read_safetensors
 from reasonlens.models.config import ModelConfig
 from reasonlens.models.noise import draw_layer_noise
 
@@ -535,17 +534,23 @@ class Transformer(HookedRootModule):
         """Rebuild a model saved by :meth:`save`. Never unpickles: safetensors + JSON only."""
         tensors, header = read_safetensors(path)
         if header.get("format") != FORMAT_NAME:
-            raise ValueError(f"{path} is not a reasonlens model file (format={header.get('format')!r})")
-        model = cls(ModelConfig.from_json(header["config"]))
-        model.load_state_dict(tensors, strict=True)
+            raise CheckpointError(path, f"not a reasonlens model file (format={header.get('format')!r})")
+        try:
+            cfg = ModelConfig.from_json(header["config"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(path, f"config unreadable ({type(err).__name__}: {err})") from err
+        model = cls(cfg)
+        load_checked(model, tensors, path)
         return model.to(device) if device is not None else model
 
     @staticmethod
     def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         """The ``metadata`` dict stored by :meth:`save`, without loading the weights."""
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-        return json.loads(header.get("metadata", "{}"))
+        header = read_header(path)
+        try:
+            return json.loads(header.get("metadata", "{}"))
+        except ValueError as err:
+            raise CheckpointError(path, f"metadata unreadable ({err})") from err
 
     def n_params(self, include_embeddings: bool = True) -> int:
         skip = () if include_embeddings else ("embed.W_E", "pos_embed.W_pos")
@@ -562,33 +567,20 @@ class Transformer(HookedRootModule):
         return to_hooked_transformer(self)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_save_safetensors(tensors: dict[str, Tensor], path: Path, header: dict[str, str]) -> None:
-    """``safetensors.torch.save_file`` to a temp file beside ``path``, then an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=header)
-        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates 0600 files; give the usual mode
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """All tensors of a safetensors file plus its string header, with a clear error if missing."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint file at {path}")
-    tensors = {}
-    with safe_open(str(path), framework="pt") as f:
-        header = f.metadata() or {}
-        for key in f.keys():
-            tensors[key] = f.get_tensor(key)
-    return tensors, header
+def load_checked(module: nn.Module, tensors: dict[str, Tensor], path: str | os.PathLike) -> None:
+    """``module.load_state_dict(tensors, strict=True)``, a mismatch raised as a :class:`CheckpointError`."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    extra = sorted(set(tensors) - set(own))
+    if missing or extra:
+        raise CheckpointError(
+            path, f"tensors do not match its own config (missing {missing[:3]}, unexpected {extra[:3]})"
+        )
+    for k, v in own.items():
+        if tuple(v.shape) != tuple(tensors[k].shape):
+            raise CheckpointError(
+                path,
+                f"shape mismatch with its own config: {k} is {tuple(tensors[k].shape)}, "
+                f"the config makes it {tuple(v.shape)}",
+            )
+    module.load_state_dict(tensors, strict=True)
