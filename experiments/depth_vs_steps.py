@@ -42,6 +42,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from reasonlens import cli
 from reasonlens.analysis import attention_matching_scores
 from reasonlens.io import write_csv, write_json
 from reasonlens.models import ModelConfig, Transformer
@@ -200,21 +201,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0] + " See the module docstring and README for details.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    cli.prepare(p)
     p.add_argument("--preset", choices=["cpu", "paper"], default="cpu", help="configuration to start from")
     p.add_argument("--quick", action="store_true", help="tiny models and budget: a smoke run in seconds")
-    p.add_argument("--layers", type=int, nargs="+", help="numbers of layers L (preset's if omitted)")
-    p.add_argument("--k-max", type=int, help="cap on the number of steps k")
+    p.add_argument(
+        "--layers", type=cli.positive_int, nargs="+", help="numbers of layers L (preset's if omitted)"
+    )
+    p.add_argument("--k-max", type=cli.positive_int, help="cap on the number of steps k")
     p.add_argument("--orders", nargs="+", choices=sorted(ORDER_NAMES), help="pair orders")
-    p.add_argument("--seeds", type=int, nargs="+", help="seeds (model init and data)")
-    p.add_argument("--steps", type=int, help="optimizer steps per run (overrides the preset)")
-    p.add_argument("--lr", type=float, help="peak learning rate (overrides the preset)")
+    p.add_argument("--seeds", type=cli.seed, nargs="+", help="seeds (model init and data)")
+    p.add_argument("--steps", type=cli.positive_int, help="optimizer steps per run (overrides the preset)")
+    p.add_argument("--lr", type=cli.positive_float, help="peak learning rate (overrides the preset)")
     p.add_argument("--norm", choices=["pre", "post", "none"], help="LayerNorm placement")
-    p.add_argument("--margin", type=int, help="off-path pairs per example beyond the k hops")
+    p.add_argument("--margin", type=cli.nonneg_int, help="off-path pairs per example beyond the k hops")
     p.add_argument("--no-early-stop", action="store_true", help="always train the full number of steps")
     p.add_argument("--no-analysis", action="store_true", help="skip the probes of the best run")
     p.add_argument("--fp32", action="store_true", help="disable bf16 autocast")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
-    p.add_argument("--out", type=Path, default=Path("figures/depth_vs_steps"), help="output directory")
+    p.add_argument("--out", type=cli.out_dir, default=Path("figures/depth_vs_steps"), help="output directory")
     p.add_argument("--force", action="store_true", help="retrain runs that already have results")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = p.parse_args(argv)
@@ -403,4 +407,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -45,6 +45,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from reasonlens import cli
 from reasonlens.icot import (
     ICoTSetup,
     add_stage_steps_option,
@@ -73,21 +74,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="implicit_cot.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--digits", type=int, default=4, help="operand digits d, for d x d products (default 4)")
+    cli.prepare(p)
+    p.add_argument(
+        "--digits", type=cli.positive_int, default=4, help="operand digits d, for d x d products (default 4)"
+    )
     p.add_argument("--quick", action="store_true", help="tiny models, a few steps: a smoke test")
     p.add_argument("--preset", choices=["cpu", "paper"], default="cpu", help="model and budget preset")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
     p.add_argument(
-        "--out", type=Path, default=None,
+        "--out", type=cli.out_dir, default=None,
         help=f"output folder (default {DEFAULT_OUT}, or {DEFAULT_OUT / 'quick'} with --quick)",
     )  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="seeds the data, the initial weights and the batches")
+    p.add_argument(
+        "--seed", type=cli.seed, default=0, help="seeds the data, the initial weights and the batches"
+    )
     p.add_argument(
         "--data", type=Path, default=None,
         help="read train.txt, valid.txt and test.txt (or test_bigbench.txt) in the authors' line "
         "format from this folder instead of generating data",
     )  # fmt: skip
-    p.add_argument("--decode-batch-size", type=int, default=250, help="examples per decoding batch")
+    p.add_argument(
+        "--decode-batch-size", type=cli.positive_int, default=250, help="examples per decoding batch"
+    )
     add_stage_steps_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--html-only", action="store_true", help="skip the PNG copies of the figures (faster)")
@@ -207,4 +215,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from reasonlens import cli
 from reasonlens.analysis.mechanism import MechanismConfig, analyse_matching_model, layout_labels, summarize
 from reasonlens.io import write_csv, write_json
 from reasonlens.models import ModelConfig, Transformer
@@ -61,15 +62,23 @@ QUICK_ANALYSIS = dict(n_examples=300, n_patching=30, n_eval=100)
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.prepare(p)
     p.add_argument("--checkpoint", type=Path, help="a model file to analyse (Transformer.save format)")
     p.add_argument("--compare", type=Path, help="a second model file, analysed for comparison")
     p.add_argument(
         "--results", type=Path, default=None, help=f"matching_init output (default {DEFAULT_RESULTS})"
     )
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
+    p.add_argument(
+        "--out", type=cli.out_dir, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})"
+    )
     p.add_argument("--quick", action="store_true", help="tiny models and few examples: seconds")
-    p.add_argument("--seed", type=int, default=0, help="seeds the data, the probes and any training")
-    p.add_argument("--examples", type=int, default=None, help="examples for probes/attention (default 10000)")
+    p.add_argument("--seed", type=cli.seed, default=0, help="seeds the data, the probes and any training")
+    p.add_argument(
+        "--examples",
+        type=cli.positive_int,
+        default=None,
+        help="examples for probes/attention (default 10000)",
+    )
     p.add_argument("--split", choices=matching.SPLITS, default="test", help="data analysed (default test)")
     p.add_argument("--html-only", action="store_true", help="skip PNG export even when Chromium exists")
     args = p.parse_args(argv)
@@ -205,4 +214,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))
