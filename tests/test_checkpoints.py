@@ -113,3 +113,30 @@ def test_stale_temp_of_dead_writer_is_removed(tmp_path, saved):
     model.save(path)
     assert not stale.exists() and live.exists() and other.exists()
     assert clean_stale_temps(path) == []
+
+
+# -- silent wrong results of the model API ------------------------------------------------------
+def test_out_of_range_token_is_named():
+    model = Transformer(tiny_config())  # d_vocab 50
+    tokens = torch.tensor([[1, 2, 3], [4, 57, 5]])
+    with pytest.raises(ValueError, match=r"token 57 at \[1, 1\] is outside the model's vocabulary of 50"):
+        model(tokens)
+    with pytest.raises(ValueError, match="token -1"):
+        model(torch.tensor([[-1, 0]]))
+
+
+def test_names_filter_matching_nothing_raises():
+    model = Transformer(tiny_config())
+    tokens = torch.tensor([[1, 2, 3]])
+    with pytest.raises(ValueError, match="no hook named 'blocks.9.hook_resid_pre'"):
+        model.run_with_cache(tokens, names_filter=["blocks.0.hook_resid_pre", "blocks.9.hook_resid_pre"])
+    with pytest.raises(ValueError, match="matches none"):
+        model.run_with_cache(tokens, names_filter=lambda n: n.endswith("nothing"))
+    _, cache = model.run_with_cache(tokens, names_filter="blocks.0.hook_resid_pre")
+    assert list(cache.keys()) == ["blocks.0.hook_resid_pre"]
+
+
+def test_gamma_that_underflows_is_refused():
+    with pytest.raises(ValueError, match=r"gamma=30.*all be 0"):
+        tiny_config(gamma=30.0)
+    tiny_config(gamma=5.0)  # small but representable

@@ -387,6 +387,7 @@ class Transformer(HookedRootModule):
             raise ValueError(f"sequence length {tokens.shape[1]} exceeds n_ctx={self.cfg.n_ctx}")
         if return_type not in ("logits", None):
             raise ValueError(f"return_type must be 'logits' or None; got {return_type!r}")
+        check_tokens(tokens, self.cfg.d_vocab)
         tokens = tokens.to(self.embed.W_E.device)
         resid = self.hook_embed(self.embed(tokens)) + self.hook_pos_embed(self.pos_embed(tokens))
         blocks = self.blocks if stop_at_layer is None else self.blocks[:stop_at_layer]
@@ -409,6 +410,7 @@ class Transformer(HookedRootModule):
     ) -> tuple[Any, ActivationCache | dict[str, Tensor]]:
         """Run and cache activations, as ``HookedTransformer.run_with_cache`` does: an
         ``ActivationCache`` by default (``names_filter`` keeps only what you need)."""
+        check_names_filter(kwargs.get("names_filter"), list(self.hook_dict))
         out, cache = super().run_with_cache(*model_args, remove_batch_dim=remove_batch_dim, **kwargs)
         if return_cache_object:
             cache = ActivationCache(cache, self, has_batch_dim=not remove_batch_dim)
@@ -565,6 +567,41 @@ class Transformer(HookedRootModule):
         from reasonlens.models.tl_compat import to_hooked_transformer
 
         return to_hooked_transformer(self)
+
+
+def check_tokens(tokens: Int[Tensor, "batch pos"], d_vocab: int) -> None:
+    """Raise a ValueError naming the first token outside ``0..d_vocab-1``."""
+    if tokens.numel() == 0:
+        return
+    if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
+        raise ValueError(f"tokens must be integers; got dtype {tokens.dtype}")
+    bad = (tokens < 0) | (tokens >= d_vocab)
+    if bool(bad.any()):
+        idx = tuple(int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"token {int(tokens[idx])} at {list(idx)} is outside the model's vocabulary of {d_vocab} "
+            f"(0..{d_vocab - 1}); was this data made for another model?"
+        )
+
+
+def check_names_filter(names_filter: Any, hook_names: list[str]) -> None:
+    """Raise a ValueError when ``names_filter`` names a hook the model lacks or matches none."""
+    if names_filter is None:
+        return
+    if isinstance(names_filter, str):
+        names_filter = [names_filter]
+    if callable(names_filter):
+        if not any(names_filter(n) for n in hook_names):
+            raise ValueError("run_with_cache: names_filter matches none of the model's hooks")
+        return
+    missing = [n for n in names_filter if n not in hook_names]
+    if missing:
+        raise ValueError(
+            f"run_with_cache: no hook named {missing[0]!r} in this model (hooks look like "
+            f"{hook_names[0]!r} .. {hook_names[-1]!r})"
+        )
+    if not list(names_filter):
+        raise ValueError("run_with_cache: names_filter is empty")
 
 
 def load_checked(module: nn.Module, tensors: dict[str, Tensor], path: str | os.PathLike) -> None:
