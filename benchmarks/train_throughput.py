@@ -26,14 +26,22 @@ import sys
 import time
 import warnings
 
-import torch
-import torch.nn.functional as F
-
 from reasonlens import cli
-from reasonlens.models import ModelConfig, Transformer
+
+torch = F = ModelConfig = Transformer = None  # imported by _import_heavy() once the arguments parse
 
 
-def matmul_peak(n: int = 2048, dtype: torch.dtype = torch.float32, reps: int = 10) -> float:
+def _import_heavy() -> None:
+    """torch and the model, imported after the arguments parse so that ``--help`` is instant."""
+    global torch, F, ModelConfig, Transformer
+    import torch
+    import torch.nn.functional as F
+
+    from reasonlens.models import ModelConfig, Transformer
+
+
+def matmul_peak(n: int = 2048, dtype: torch.dtype | None = None, reps: int = 10) -> float:
+    dtype = dtype or torch.float32
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(3):
         a @ b
@@ -96,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         "--threads", type=cli.positive_int, default=None, help="torch threads (default: torch's choice)"
     )
     args = p.parse_args(argv)
+    _import_heavy()
     if args.threads:
         torch.set_num_threads(args.threads)
 
