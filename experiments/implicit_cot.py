@@ -129,8 +129,15 @@ def load_data_dir(folder: Path, setup: ICoTSetup) -> dict[str, mult.Multiplicati
             raise SystemExit(f"--data: {folder} has none of {candidates}")
         splits[split] = mult.read_file(path)
         shapes = splits[split].shapes
-        if any(max(s) > setup.digits[0] for s in shapes):
-            raise SystemExit(f"--data: {path} holds {shapes} products but --digits is {setup.digits[0]}")
+        if any(tuple(s) != tuple(setup.digits) for s in shapes):
+            d = setup.digits[0]
+            raise SystemExit(f"--data: {path} holds {shapes} products but --digits is {d} ({d}x{d})")
+    overlap = set(splits["train"].lines()) & set(splits["test"].lines())
+    if overlap:
+        raise SystemExit(
+            f"--data: {len(overlap)} test example(s) also appear in the training file, "
+            f"e.g. {sorted(overlap)[0]!r}; remove them so the test accuracy means something"
+        )
     if setup.n_probe:
         train = splits["train"]
         if len(train) <= setup.n_probe:

@@ -1,6 +1,8 @@
+
 """The implicit-CoT experiments' --quick modes, end to end (seconds), and their argument checks."""
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -111,3 +113,20 @@ def test_authors_files_can_be_brought(tmp_path):
     assert (results.n_test == 20).all()
     (stage_json,) = (out / "runs").glob("teacher-*/stage.json")
     assert '"data": "files:' in stage_json.read_text()
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_brought_files_of_other_digits_or_overlapping_are_refused(tmp_path, capsys, overlap):
+    from reasonlens.tasks import multiplication as M
+
+    data_dir = tmp_path / "data"
+    splits = M.make_splits((2, 2), n_train=60, n_valid=10, n_test=10, seed=5)
+    M.write_file(splits["train"], data_dir / "train.txt")
+    M.write_file(splits["valid"], data_dir / "valid.txt")
+    M.write_file(splits["train"][:10] if overlap else splits["test"], data_dir / "test.txt")
+    digits, message = ("2", "test example(s) also appear in the training file") if overlap else (
+        "3", "holds [(2, 2)] products but --digits is 3")  # fmt: skip
+    argv = ["--quick", "--digits", digits, "--data", str(data_dir), "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        load("implicit_cot").main(argv)
+    assert not (tmp_path / "out").exists()
