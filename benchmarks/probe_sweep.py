@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from reasonlens import cli
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -106,6 +108,9 @@ def measure(
     if one_position:
         cmd.append("--one-position")
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, **(env or {})})
+    if proc.returncode == cli.EXIT_ERROR:  # the worker met an expected error: pass its line on
+        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+        raise ValueError(lines[-1][len("error: ") :] if lines else proc.stderr.strip()[-500:])
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} worker failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -119,16 +124,19 @@ def measure(
     return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--examples", type=int, default=2500, help="N, the examples at 1x (default 2500)")
+    cli.prepare(p)
+    p.add_argument(
+        "--examples", type=cli.positive_int, default=2500, help="N, the examples at 1x (default 2500)"
+    )
     p.add_argument("--checkpoint", type=Path, help="a trained model file (default: a fresh 3-layer model)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=cli.seed, default=0)
     p.add_argument("--skip-naive-4x", action="store_true", help="skip the naive 4N memory measurement")
     p.add_argument("--worker", choices=("ours", "naive"), help=argparse.SUPPRESS)
-    p.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--n", type=cli.positive_int, help=argparse.SUPPRESS)
     p.add_argument("--one-position", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args)))
         return
@@ -175,4 +183,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

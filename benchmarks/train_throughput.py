@@ -22,16 +22,26 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 import warnings
 
-import torch
-import torch.nn.functional as F
+from reasonlens import cli
 
-from reasonlens.models import ModelConfig, Transformer
+torch = F = ModelConfig = Transformer = None  # imported by _import_heavy() once the arguments parse
 
 
-def matmul_peak(n: int = 2048, dtype: torch.dtype = torch.float32, reps: int = 10) -> float:
+def _import_heavy() -> None:
+    """torch and the model, imported after the arguments parse so that ``--help`` is instant."""
+    global torch, F, ModelConfig, Transformer
+    import torch
+    import torch.nn.functional as F
+
+    from reasonlens.models import ModelConfig, Transformer
+
+
+def matmul_peak(n: int = 2048, dtype: torch.dtype | None = None, reps: int = 10) -> float:
+    dtype = dtype or torch.float32
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(3):
         a @ b
@@ -73,22 +83,28 @@ class Stepper:
         return time.perf_counter() - t
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--d-model", type=int, default=256)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--d-mlp", type=int, default=1024)
-    p.add_argument("--vocab", type=int, default=200)
-    p.add_argument("--seq", type=int, default=32)
-    p.add_argument("--batch", type=int, default=512)
+    cli.prepare(p)
+    p.add_argument("--layers", type=cli.positive_int, default=4)
+    p.add_argument("--d-model", type=cli.positive_int, default=256)
+    p.add_argument("--heads", type=cli.positive_int, default=4)
+    p.add_argument("--d-mlp", type=cli.positive_int, default=1024)
+    p.add_argument("--vocab", type=cli.positive_int, default=200)
+    p.add_argument("--seq", type=cli.positive_int, default=32)
+    p.add_argument("--batch", type=cli.positive_int, default=512)
     p.add_argument("--act-fn", default="relu", choices=["relu", "gelu", "gelu_new"])
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant")
-    p.add_argument("--rounds", type=int, default=5, help="timed rounds (one step per variant each)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    args = p.parse_args()
+    p.add_argument("--warmup", type=cli.nonneg_int, default=2, help="untimed steps per variant")
+    p.add_argument(
+        "--rounds", type=cli.positive_int, default=5, help="timed rounds (one step per variant each)"
+    )
+    p.add_argument(
+        "--threads", type=cli.positive_int, default=None, help="torch threads (default: torch's choice)"
+    )
+    args = p.parse_args(argv)
+    _import_heavy()
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -163,4 +179,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

@@ -39,21 +39,67 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import pandas as pd
-import torch
-
-from reasonlens.analysis import attention_matching_scores
-from reasonlens.io import write_csv, write_json
-from reasonlens.models import ModelConfig, Transformer
-from reasonlens.plots import attention_figure, probe_figure, save_figure
-from reasonlens.plots.interventions import depth_heatmap, parallel_bounds, serial_bound
-from reasonlens.probes import probe_sweep
-from reasonlens.probes.collect import hook_label, ordered_hooks, resid_hooks
-from reasonlens.tasks import matching
-from reasonlens.training import evaluate_lm
-from reasonlens.training.matching_runs import MatchingRun, grid_train_config, run_grid
+from reasonlens import cli
 
 ORDER_NAMES = {"random": "random", "favourable": "path_reverse"}  # CLI name -> generator order
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] + " See the module docstring and README for details.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    cli.prepare(p)
+    p.add_argument("--preset", choices=["cpu", "paper"], default="cpu", help="configuration to start from")
+    p.add_argument("--quick", action="store_true", help="tiny models and budget: a smoke run in seconds")
+    p.add_argument(
+        "--layers", type=cli.positive_int, nargs="+", help="numbers of layers L (preset's if omitted)"
+    )
+    p.add_argument("--k-max", type=cli.positive_int, help="cap on the number of steps k")
+    p.add_argument("--orders", nargs="+", choices=sorted(ORDER_NAMES), help="pair orders")
+    p.add_argument("--seeds", type=cli.seed, nargs="+", help="seeds (model init and data)")
+    p.add_argument("--steps", type=cli.positive_int, help="optimizer steps per run (overrides the preset)")
+    p.add_argument("--lr", type=cli.positive_float, help="peak learning rate (overrides the preset)")
+    p.add_argument("--norm", choices=["pre", "post", "none"], help="LayerNorm placement")
+    p.add_argument("--margin", type=cli.nonneg_int, help="off-path pairs per example beyond the k hops")
+    p.add_argument("--no-early-stop", action="store_true", help="always train the full number of steps")
+    p.add_argument("--no-analysis", action="store_true", help="skip the probes of the best run")
+    p.add_argument("--fp32", action="store_true", help="disable bf16 autocast")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
+    p.add_argument("--out", type=cli.out_dir, default=Path("figures/depth_vs_steps"), help="output directory")
+    p.add_argument("--force", action="store_true", help="retrain runs that already have results")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    args = p.parse_args(argv)
+    for layer in args.layers or ():
+        if layer < 1:
+            p.error(f"--layers: every L must be >= 1; got {layer}")
+    if args.k_max is not None and args.k_max < 1:
+        p.error(f"--k-max must be >= 1; got {args.k_max}")
+    if args.steps is not None and args.steps < 1:
+        p.error(f"--steps must be >= 1; got {args.steps}")
+    if args.lr is not None and not args.lr > 0:
+        p.error(f"--lr must be > 0; got {args.lr}")
+    if args.margin is not None and args.margin < 0:
+        p.error(f"--margin must be >= 0; got {args.margin}")
+    return args
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and bad arguments are answered here, before the heavy imports below
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from reasonlens.analysis import attention_matching_scores  # noqa: E402
+from reasonlens.io import write_csv, write_json  # noqa: E402
+from reasonlens.models import ModelConfig, Transformer  # noqa: E402
+from reasonlens.plots import attention_figure, probe_figure, save_figure  # noqa: E402
+from reasonlens.plots.interventions import depth_heatmap, parallel_bounds, serial_bound  # noqa: E402
+from reasonlens.probes import probe_sweep  # noqa: E402
+from reasonlens.probes.collect import hook_label, ordered_hooks, resid_hooks  # noqa: E402
+from reasonlens.tasks import matching  # noqa: E402
+from reasonlens.training import evaluate_lm  # noqa: E402
+from reasonlens.training.matching_runs import MatchingRun, grid_train_config, run_grid  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -193,43 +239,6 @@ def k_range(n_layers: int, k_max: int, k_past: int) -> list[int]:
 
 def task_seq_len(k: int, margin: int) -> int:
     return 2 * (k + margin) + 1
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] + " See the module docstring and README for details.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--preset", choices=["cpu", "paper"], default="cpu", help="configuration to start from")
-    p.add_argument("--quick", action="store_true", help="tiny models and budget: a smoke run in seconds")
-    p.add_argument("--layers", type=int, nargs="+", help="numbers of layers L (preset's if omitted)")
-    p.add_argument("--k-max", type=int, help="cap on the number of steps k")
-    p.add_argument("--orders", nargs="+", choices=sorted(ORDER_NAMES), help="pair orders")
-    p.add_argument("--seeds", type=int, nargs="+", help="seeds (model init and data)")
-    p.add_argument("--steps", type=int, help="optimizer steps per run (overrides the preset)")
-    p.add_argument("--lr", type=float, help="peak learning rate (overrides the preset)")
-    p.add_argument("--norm", choices=["pre", "post", "none"], help="LayerNorm placement")
-    p.add_argument("--margin", type=int, help="off-path pairs per example beyond the k hops")
-    p.add_argument("--no-early-stop", action="store_true", help="always train the full number of steps")
-    p.add_argument("--no-analysis", action="store_true", help="skip the probes of the best run")
-    p.add_argument("--fp32", action="store_true", help="disable bf16 autocast")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
-    p.add_argument("--out", type=Path, default=Path("figures/depth_vs_steps"), help="output directory")
-    p.add_argument("--force", action="store_true", help="retrain runs that already have results")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    args = p.parse_args(argv)
-    for layer in args.layers or ():
-        if layer < 1:
-            p.error(f"--layers: every L must be >= 1; got {layer}")
-    if args.k_max is not None and args.k_max < 1:
-        p.error(f"--k-max must be >= 1; got {args.k_max}")
-    if args.steps is not None and args.steps < 1:
-        p.error(f"--steps must be >= 1; got {args.steps}")
-    if args.lr is not None and not args.lr > 0:
-        p.error(f"--lr must be > 0; got {args.lr}")
-    if args.margin is not None and args.margin < 0:
-        p.error(f"--margin must be >= 0; got {args.margin}")
-    return args
 
 
 def resolve_preset(args: argparse.Namespace) -> Preset:
@@ -403,4 +412,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

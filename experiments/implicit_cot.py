@@ -45,6 +45,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from reasonlens import cli
 from reasonlens.icot import (
     RESULT_METHODS,
     ICoTSetup,
@@ -68,15 +69,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="implicit_cot.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--digits", type=int, default=4, help="operand digits d, for d x d products (default 4)")
+    cli.prepare(p)
+    p.add_argument(
+        "--digits", type=cli.positive_int, default=4, help="operand digits d, for d x d products (default 4)"
+    )
     p.add_argument("--quick", action="store_true", help="tiny models, a few steps: a smoke test")
     p.add_argument("--preset", choices=["cpu", "paper"], default="cpu", help="model and budget preset")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
     p.add_argument(
-        "--out", type=Path, default=None,
+        "--out", type=cli.out_dir, default=None,
         help=f"output folder (default {DEFAULT_OUT}, or {DEFAULT_OUT / 'quick'} with --quick)",
     )  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="seeds the data, the initial weights and the batches")
+    p.add_argument(
+        "--seed", type=cli.seed, default=0, help="seeds the data, the initial weights and the batches"
+    )
     p.add_argument(
         "--data", type=Path, default=None,
         help="read train.txt, valid.txt and test.txt (or test_bigbench.txt) in the authors' line "
@@ -87,7 +93,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"which methods to train and test (default: all of {' '.join(RESULT_METHODS)}); "
         "only the stages they need are trained",
     )  # fmt: skip
-    p.add_argument("--decode-batch-size", type=int, default=250, help="examples per decoding batch")
+    p.add_argument(
+        "--decode-batch-size", type=cli.positive_int, default=250, help="examples per decoding batch"
+    )
     add_stage_steps_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--html-only", action="store_true", help="skip the PNG copies of the figures (faster)")
@@ -124,8 +132,15 @@ def load_data_dir(folder: Path, setup: ICoTSetup) -> dict[str, mult.Multiplicati
             raise SystemExit(f"--data: {folder} has none of {candidates}")
         splits[split] = mult.read_file(path)
         shapes = splits[split].shapes
-        if any(max(s) > setup.digits[0] for s in shapes):
-            raise SystemExit(f"--data: {path} holds {shapes} products but --digits is {setup.digits[0]}")
+        if any(tuple(s) != tuple(setup.digits) for s in shapes):
+            d = setup.digits[0]
+            raise SystemExit(f"--data: {path} holds {shapes} products but --digits is {d} ({d}x{d})")
+    overlap = set(splits["train"].lines()) & set(splits["test"].lines())
+    if overlap:
+        raise SystemExit(
+            f"--data: {len(overlap)} test example(s) also appear in the training file, "
+            f"e.g. {sorted(overlap)[0]!r}; remove them so the test accuracy means something"
+        )
     if setup.n_probe:
         train = splits["train"]
         if len(train) <= setup.n_probe:
@@ -214,4 +229,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -23,12 +23,55 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import pandas as pd
+from reasonlens import cli
 
-from reasonlens.models import ModelConfig
-from reasonlens.plots import save_figure
-from reasonlens.plots.training import accuracy_vs_setting, learning_curves
-from reasonlens.training.matching_runs import GridPreset, MatchingRun, grid_train_config, run_grid
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] + " See the module docstring and README for details.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    cli.prepare(p)
+    p.add_argument("--preset", choices=["cpu", "paper"], default="cpu", help="configuration to start from")
+    p.add_argument("--quick", action="store_true", help="tiny models and budget: a smoke run in seconds")
+    p.add_argument(
+        "--gammas",
+        type=cli.nonneg_float,
+        nargs="+",
+        help="init rates (std = d_in^-gamma); preset's if omitted",
+    )
+    p.add_argument("--norms", nargs="+", choices=["pre", "post", "none"], help="LayerNorm placements")
+    p.add_argument("--seeds", type=cli.seed, nargs="+", help="seeds (model init and data)")
+    p.add_argument("--steps", type=cli.positive_int, help="optimizer steps per run (overrides the preset)")
+    p.add_argument("--init", choices=["normal", "uniform"], help="init distribution (overrides the preset)")
+    p.add_argument("--lr", type=cli.positive_float, help="peak learning rate (overrides the preset)")
+    p.add_argument("--no-early-stop", action="store_true", help="always train the full number of steps")
+    p.add_argument("--fp32", action="store_true", help="disable bf16 autocast (the CPU preset uses it)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
+    p.add_argument("--out", type=cli.out_dir, default=Path("figures/matching_init"), help="output directory")
+    p.add_argument("--force", action="store_true", help="retrain runs that already have results")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    args = p.parse_args(argv)
+    for name in ("gammas",):
+        for g in getattr(args, name) or ():
+            if not g >= 0:
+                p.error(f"--gammas: every gamma must be >= 0; got {g}")
+    if args.steps is not None and args.steps < 1:
+        p.error(f"--steps must be >= 1; got {args.steps}")
+    if args.lr is not None and not args.lr > 0:
+        p.error(f"--lr must be > 0; got {args.lr}")
+    return args
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and bad arguments are answered here, before the heavy imports below
+
+import pandas as pd  # noqa: E402
+
+from reasonlens.models import ModelConfig  # noqa: E402
+from reasonlens.plots import save_figure  # noqa: E402
+from reasonlens.plots.training import accuracy_vs_setting, learning_curves  # noqa: E402
+from reasonlens.training.matching_runs import GridPreset, MatchingRun, grid_train_config, run_grid  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -117,39 +160,6 @@ PRESETS = {
         bf16=False,
     ),
 }
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] + " See the module docstring and README for details.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--preset", choices=["cpu", "paper"], default="cpu", help="configuration to start from")
-    p.add_argument("--quick", action="store_true", help="tiny models and budget: a smoke run in seconds")
-    p.add_argument(
-        "--gammas", type=float, nargs="+", help="init rates (std = d_in^-gamma); preset's if omitted"
-    )
-    p.add_argument("--norms", nargs="+", choices=["pre", "post", "none"], help="LayerNorm placements")
-    p.add_argument("--seeds", type=int, nargs="+", help="seeds (model init and data)")
-    p.add_argument("--steps", type=int, help="optimizer steps per run (overrides the preset)")
-    p.add_argument("--init", choices=["normal", "uniform"], help="init distribution (overrides the preset)")
-    p.add_argument("--lr", type=float, help="peak learning rate (overrides the preset)")
-    p.add_argument("--no-early-stop", action="store_true", help="always train the full number of steps")
-    p.add_argument("--fp32", action="store_true", help="disable bf16 autocast (the CPU preset uses it)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
-    p.add_argument("--out", type=Path, default=Path("figures/matching_init"), help="output directory")
-    p.add_argument("--force", action="store_true", help="retrain runs that already have results")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    args = p.parse_args(argv)
-    for name in ("gammas",):
-        for g in getattr(args, name) or ():
-            if not g >= 0:
-                p.error(f"--gammas: every gamma must be >= 0; got {g}")
-    if args.steps is not None and args.steps < 1:
-        p.error(f"--steps must be >= 1; got {args.steps}")
-    if args.lr is not None and not args.lr > 0:
-        p.error(f"--lr must be > 0; got {args.lr}")
-    return args
 
 
 def build_runs(args: argparse.Namespace) -> list[MatchingRun]:
@@ -269,4 +279,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

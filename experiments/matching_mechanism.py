@@ -24,12 +24,58 @@ import json
 import sys
 from pathlib import Path
 
-import pandas as pd
+from reasonlens import cli
 
-from reasonlens.analysis.mechanism import MechanismConfig, analyse_matching_model, layout_labels, summarize
-from reasonlens.io import write_csv, write_json
-from reasonlens.models import ModelConfig, Transformer
-from reasonlens.plots import (
+DEFAULT_RESULTS = Path("figures/matching_init")
+DEFAULT_OUT = Path("figures/matching_mechanism")
+SPLITS = ("train", "test", "ood")  # reasonlens.tasks.matching.SPLITS, kept here so --help stays light
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.prepare(p)
+    p.add_argument("--checkpoint", type=Path, help="a model file to analyse (Transformer.save format)")
+    p.add_argument("--compare", type=Path, help="a second model file, analysed for comparison")
+    p.add_argument(
+        "--results", type=Path, default=None, help=f"matching_init output (default {DEFAULT_RESULTS})"
+    )
+    p.add_argument(
+        "--out", type=cli.out_dir, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})"
+    )
+    p.add_argument("--quick", action="store_true", help="tiny models and few examples: seconds")
+    p.add_argument("--seed", type=cli.seed, default=0, help="seeds the data, the probes and any training")
+    p.add_argument(
+        "--examples",
+        type=cli.positive_int,
+        default=None,
+        help="examples for probes/attention (default 10000)",
+    )
+    p.add_argument("--split", choices=SPLITS, default="test", help="data analysed (default test)")
+    p.add_argument("--html-only", action="store_true", help="skip PNG export even when Chromium exists")
+    args = p.parse_args(argv)
+    # Bad input fails here, before any model is loaded or trained.
+    for name in ("checkpoint", "compare"):
+        path = getattr(args, name)
+        if path is not None and not path.is_file():
+            p.error(f"--{name}: no model file at {path}")
+    if args.compare is not None and args.checkpoint is None:
+        p.error("--compare needs --checkpoint")
+    if args.results is not None and not (args.results / "results.csv").is_file():
+        p.error(f"--results: no results.csv in {args.results}")
+    if args.examples is not None and args.examples < 100:
+        p.error(f"--examples must be at least 100; got {args.examples}")
+    return args
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and bad arguments are answered here, before the heavy imports below
+
+import pandas as pd  # noqa: E402
+
+from reasonlens.analysis.mechanism import MechanismConfig, analyse_matching_model, layout_labels, summarize  # noqa: E402
+from reasonlens.io import write_csv, write_json  # noqa: E402
+from reasonlens.models import ModelConfig, Transformer  # noqa: E402
+from reasonlens.plots import (  # noqa: E402
     attention_figure,
     information_flow_figure,
     matching_matrix_figure,
@@ -37,11 +83,9 @@ from reasonlens.plots import (
     probe_figure,
     save_figure,
 )
-from reasonlens.tasks import matching
-from reasonlens.training import StreamSource, TrainConfig, train
+from reasonlens.tasks import matching  # noqa: E402
+from reasonlens.training import StreamSource, TrainConfig, train  # noqa: E402
 
-DEFAULT_RESULTS = Path("figures/matching_init")
-DEFAULT_OUT = Path("figures/matching_mechanism")
 RESULT_COLUMNS = ("run", "gamma", "norm", "test_acc", "checkpoint")
 
 # Trained when there is no checkpoint and no matching_init result. Normal init, std d_in^-gamma;
@@ -57,34 +101,6 @@ FALLBACK_TRAIN = dict(
 QUICK_MODEL = dict(n_layers=3, n_heads=1, d_model=16, d_mlp=32, norm="post", init="normal")
 QUICK_TRAIN = dict(steps=20, batch_size=32, lr=3e-3, warmup_steps=4, schedule="constant", eval_every=10)
 QUICK_ANALYSIS = dict(n_examples=300, n_patching=30, n_eval=100)
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", type=Path, help="a model file to analyse (Transformer.save format)")
-    p.add_argument("--compare", type=Path, help="a second model file, analysed for comparison")
-    p.add_argument(
-        "--results", type=Path, default=None, help=f"matching_init output (default {DEFAULT_RESULTS})"
-    )
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
-    p.add_argument("--quick", action="store_true", help="tiny models and few examples: seconds")
-    p.add_argument("--seed", type=int, default=0, help="seeds the data, the probes and any training")
-    p.add_argument("--examples", type=int, default=None, help="examples for probes/attention (default 10000)")
-    p.add_argument("--split", choices=matching.SPLITS, default="test", help="data analysed (default test)")
-    p.add_argument("--html-only", action="store_true", help="skip PNG export even when Chromium exists")
-    args = p.parse_args(argv)
-    # Bad input fails here, before any model is loaded or trained.
-    for name in ("checkpoint", "compare"):
-        path = getattr(args, name)
-        if path is not None and not path.is_file():
-            p.error(f"--{name}: no model file at {path}")
-    if args.compare is not None and args.checkpoint is None:
-        p.error("--compare needs --checkpoint")
-    if args.results is not None and not (args.results / "results.csv").is_file():
-        p.error(f"--results: no results.csv in {args.results}")
-    if args.examples is not None and args.examples < 100:
-        p.error(f"--examples must be at least 100; got {args.examples}")
-    return args
 
 
 def select_runs(results_dir: Path) -> dict[str, tuple[Path, dict]]:
@@ -205,4 +221,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

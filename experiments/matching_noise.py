@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from reasonlens import cli
 from reasonlens.interventions import noise_share, noise_strengths
 from reasonlens.io import write_csv
 from reasonlens.models import ModelConfig, Transformer
@@ -206,6 +207,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0] + " See the module docstring and README for details.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    cli.prepare(p)
     p.add_argument("--preset", choices=["cpu", "paper"], default="cpu", help="configuration to start from")
     p.add_argument("--quick", action="store_true", help="tiny models and budget: a smoke run in seconds")
     p.add_argument("--settings", nargs="+", metavar="NORM:GAMMA", help="e.g. post:1.0 pre:1.0 (preset's)")
@@ -217,14 +219,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--variants", nargs="+", metavar="NOISE[:ALPHA]",
         help="e.g. none fixed:0.3 fixed:1 learned:1 identity:1 (preset's if omitted)",
     )  # fmt: skip
-    p.add_argument("--seeds", type=int, nargs="+", help="seeds (model init, noise matrices and data)")
-    p.add_argument("--steps", type=int, help="optimizer steps per run (overrides the preset)")
-    p.add_argument("--lr", type=float, help="peak learning rate (overrides the preset)")
-    p.add_argument("--d-model", type=int, help="model width (d_head follows it for the CPU preset)")
+    p.add_argument("--seeds", type=cli.seed, nargs="+", help="seeds (model init, noise matrices and data)")
+    p.add_argument("--steps", type=cli.positive_int, help="optimizer steps per run (overrides the preset)")
+    p.add_argument("--lr", type=cli.positive_float, help="peak learning rate (overrides the preset)")
+    p.add_argument(
+        "--d-model", type=cli.positive_int, help="model width (d_head follows it for the CPU preset)"
+    )
     p.add_argument("--no-early-stop", action="store_true", help="always train the full number of steps")
     p.add_argument("--fp32", action="store_true", help="disable bf16 autocast (the CPU preset uses it)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
-    p.add_argument("--out", type=Path, default=Path("figures/matching_noise"), help="output directory")
+    p.add_argument("--out", type=cli.out_dir, default=Path("figures/matching_noise"), help="output directory")
     p.add_argument("--force", action="store_true", help="retrain runs that already have results")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = p.parse_args(argv)
@@ -378,4 +382,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

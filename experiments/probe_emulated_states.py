@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from reasonlens import cli
 from reasonlens.icot import add_stage_steps_option, make_data, parse_stage_steps, preset, run_stages
 from reasonlens.icot.activations import SOURCES, collect_states, probe_targets, target_group
 from reasonlens.icot.probing import probe_table
@@ -51,13 +52,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--digits", type=int, default=4, help="operand digits d, for d x d products (default 4)")
+    cli.prepare(p)
+    p.add_argument(
+        "--digits", type=cli.positive_int, default=4, help="operand digits d, for d x d products (default 4)"
+    )
     p.add_argument("--quick", action="store_true", help="tiny models, one target per group: a smoke test")
     p.add_argument("--preset", choices=["cpu", "paper"], default="cpu", help="model and budget preset")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, ...")
-    p.add_argument("--seed", type=int, default=0, help="the implicit_cot.py seed whose models to probe")
+    p.add_argument("--seed", type=cli.seed, default=0, help="the implicit_cot.py seed whose models to probe")
     p.add_argument(
-        "--out", type=Path, default=None,
+        "--out", type=cli.out_dir, default=None,
         help=f"output folder (default {DEFAULT_OUT}, or {DEFAULT_OUT / 'quick'} with --quick)",
     )  # fmt: skip
     p.add_argument(
@@ -66,7 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help=f"checkpoint folder (default {DEFAULT_RUNS}, or {QUICK_RUNS} with --quick)",
     )
-    p.add_argument("--max-iter", type=int, default=200, help="L-BFGS iterations per probe (default 200)")
+    p.add_argument(
+        "--max-iter", type=cli.positive_int, default=200, help="L-BFGS iterations per probe (default 200)"
+    )
     add_stage_steps_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--html-only", action="store_true", help="skip the PNG copies of the figures (faster)")
@@ -122,4 +128,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

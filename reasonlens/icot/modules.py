@@ -29,9 +29,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from reasonlens.checkpoints import CheckpointError, atomic_save_safetensors, read_safetensors
 from reasonlens.icot.states import resid_pre_name, substitution_hooks
 from reasonlens.models import ModelConfig, Transformer
-from reasonlens.models.transformer import atomic_save_safetensors, read_safetensors
+from reasonlens.models.transformer import load_checked
 
 FORMAT_PREFIX = "reasonlens.icot."
 
@@ -75,8 +76,18 @@ def _save(module: nn.Module, path: str | os.PathLike, kind: str, spec: dict, met
 def _read(path: str | os.PathLike, kind: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
     tensors, header = read_safetensors(path)
     if header.get("format") != FORMAT_PREFIX + kind:
-        raise ValueError(f"{path} is not a saved {kind} (format={header.get('format')!r})")
-    return tensors, json.loads(header["spec"])
+        raise CheckpointError(path, f"is not a saved {kind} (format={header.get('format')!r})")
+    try:
+        return tensors, json.loads(header["spec"])
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(path, f"config unreadable ({type(err).__name__}: {err})") from err
+
+
+def _build(path: str | os.PathLike, make: Any) -> Any:
+    try:
+        return make()
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(path, f"config unreadable ({type(err).__name__}: {err})") from err
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -138,8 +149,8 @@ class MindReadingStudent(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> MindReadingStudent:
         tensors, spec = _read(path, "student")
-        module = cls.from_spec(spec)
-        module.load_state_dict(tensors, strict=True)
+        module = _build(path, lambda: cls.from_spec(spec))
+        load_checked(module, tensors, path)
         return module.to(device) if device is not None else module
 
     def n_params(self) -> int:
@@ -225,8 +236,8 @@ class ThoughtEmulator(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> ThoughtEmulator:
         tensors, spec = _read(path, "emulator")
-        module = cls.from_spec(spec)
-        module.load_state_dict(tensors, strict=True)
+        module = _build(path, lambda: cls.from_spec(spec))
+        load_checked(module, tensors, path)
         return module.to(device) if device is not None else module
 
     def n_params(self) -> int:
@@ -264,10 +275,13 @@ class ImplicitCoT(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> ImplicitCoT:
         tensors, spec = _read(path, "coupled")
-        module = cls(
-            ThoughtEmulator.from_spec(spec["emulator"]), MindReadingStudent.from_spec(spec["student"])
+        module = _build(
+            path,
+            lambda: cls(
+                ThoughtEmulator.from_spec(spec["emulator"]), MindReadingStudent.from_spec(spec["student"])
+            ),
         )
-        module.load_state_dict(tensors, strict=True)
+        load_checked(module, tensors, path)
         return module.to(device) if device is not None else module
 
     def n_params(self) -> int:

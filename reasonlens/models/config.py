@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+FLOAT32_TINY = 1.1754943508222875e-38  # torch.finfo(torch.float32).tiny
+
 Norm = Literal["pre", "post", "none"]
 Init = Literal["normal", "uniform"]
 ActFn = Literal["relu", "gelu", "gelu_new"]
@@ -124,6 +126,7 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.gamma must be finite and >= 0 (0.5 usual, 1 small); got {self.gamma!r}"
             )
+        self._check_init_underflow()
         if not (isinstance(self.ln_eps, (int, float)) and self.ln_eps > 0):
             raise ValueError(f"ModelConfig.ln_eps must be > 0; got {self.ln_eps!r}")
         for name in ("attn_bias", "mlp_bias", "unembed_bias"):
@@ -132,6 +135,20 @@ class ModelConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"ModelConfig.seed must be an integer; got {self.seed!r}")
         self._validate_noise()
+
+    def _check_init_underflow(self) -> None:
+        """Refuse a ``gamma`` whose init scale underflows float32 (weights all 0: a dead model)."""
+        d_in = max(self.d_vocab, self.n_ctx, self.d_model, self.n_heads * self.d_head, self.d_mlp)
+        if d_in <= 1 or (self.init == "uniform" and d_in <= 6):
+            return
+        base = d_in if self.init == "normal" else d_in / 6.0
+        log10_scale = -self.gamma * math.log10(base)
+        if log10_scale < math.log10(FLOAT32_TINY):
+            raise ValueError(
+                f"ModelConfig.gamma={self.gamma!r} makes the {self.init} init scale of a weight with "
+                f"fan-in {d_in} 10^{log10_scale:.0f}, below float32's smallest normal number: its "
+                "weights would all be 0 (a dead model)"
+            )
 
     def _validate_noise(self) -> None:
         if self.noise not in NOISES:

@@ -32,13 +32,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 from transformer_lens import ActivationCache, HookedRootModule
 from transformer_lens.FactoredMatrix import FactoredMatrix
 from transformer_lens.hook_points import HookPoint
 
+from reasonlens.checkpoints import CheckpointError, atomic_save_safetensors, read_header, read_safetensors
 from reasonlens.models.config import ModelConfig
 from reasonlens.models.noise import draw_layer_noise
 
@@ -388,6 +387,7 @@ class Transformer(HookedRootModule):
             raise ValueError(f"sequence length {tokens.shape[1]} exceeds n_ctx={self.cfg.n_ctx}")
         if return_type not in ("logits", None):
             raise ValueError(f"return_type must be 'logits' or None; got {return_type!r}")
+        check_tokens(tokens, self.cfg.d_vocab)
         tokens = tokens.to(self.embed.W_E.device)
         resid = self.hook_embed(self.embed(tokens)) + self.hook_pos_embed(self.pos_embed(tokens))
         blocks = self.blocks if stop_at_layer is None else self.blocks[:stop_at_layer]
@@ -410,6 +410,7 @@ class Transformer(HookedRootModule):
     ) -> tuple[Any, ActivationCache | dict[str, Tensor]]:
         """Run and cache activations, as ``HookedTransformer.run_with_cache`` does: an
         ``ActivationCache`` by default (``names_filter`` keeps only what you need)."""
+        check_names_filter(kwargs.get("names_filter"), list(self.hook_dict))
         out, cache = super().run_with_cache(*model_args, remove_batch_dim=remove_batch_dim, **kwargs)
         if return_cache_object:
             cache = ActivationCache(cache, self, has_batch_dim=not remove_batch_dim)
@@ -535,17 +536,23 @@ class Transformer(HookedRootModule):
         """Rebuild a model saved by :meth:`save`. Never unpickles: safetensors + JSON only."""
         tensors, header = read_safetensors(path)
         if header.get("format") != FORMAT_NAME:
-            raise ValueError(f"{path} is not a reasonlens model file (format={header.get('format')!r})")
-        model = cls(ModelConfig.from_json(header["config"]))
-        model.load_state_dict(tensors, strict=True)
+            raise CheckpointError(path, f"not a reasonlens model file (format={header.get('format')!r})")
+        try:
+            cfg = ModelConfig.from_json(header["config"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(path, f"config unreadable ({type(err).__name__}: {err})") from err
+        model = cls(cfg)
+        load_checked(model, tensors, path)
         return model.to(device) if device is not None else model
 
     @staticmethod
     def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         """The ``metadata`` dict stored by :meth:`save`, without loading the weights."""
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-        return json.loads(header.get("metadata", "{}"))
+        header = read_header(path)
+        try:
+            return json.loads(header.get("metadata", "{}"))
+        except ValueError as err:
+            raise CheckpointError(path, f"metadata unreadable ({err})") from err
 
     def n_params(self, include_embeddings: bool = True) -> int:
         skip = () if include_embeddings else ("embed.W_E", "pos_embed.W_pos")
@@ -562,33 +569,55 @@ class Transformer(HookedRootModule):
         return to_hooked_transformer(self)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def check_tokens(tokens: Int[Tensor, "batch pos"], d_vocab: int) -> None:
+    """Raise a ValueError naming the first token outside ``0..d_vocab-1``."""
+    if tokens.numel() == 0:
+        return
+    if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
+        raise ValueError(f"tokens must be integers; got dtype {tokens.dtype}")
+    bad = (tokens < 0) | (tokens >= d_vocab)
+    if bool(bad.any()):
+        idx = tuple(int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"token {int(tokens[idx])} at {list(idx)} is outside the model's vocabulary of {d_vocab} "
+            f"(0..{d_vocab - 1}); was this data made for another model?"
+        )
 
 
-def atomic_save_safetensors(tensors: dict[str, Tensor], path: Path, header: dict[str, str]) -> None:
-    """``safetensors.torch.save_file`` to a temp file beside ``path``, then an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=header)
-        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates 0600 files; give the usual mode
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def check_names_filter(names_filter: Any, hook_names: list[str]) -> None:
+    """Raise a ValueError when ``names_filter`` names a hook the model lacks or matches none."""
+    if names_filter is None:
+        return
+    if isinstance(names_filter, str):
+        names_filter = [names_filter]
+    if callable(names_filter):
+        if not any(names_filter(n) for n in hook_names):
+            raise ValueError("run_with_cache: names_filter matches none of the model's hooks")
+        return
+    missing = [n for n in names_filter if n not in hook_names]
+    if missing:
+        raise ValueError(
+            f"run_with_cache: no hook named {missing[0]!r} in this model (hooks look like "
+            f"{hook_names[0]!r} .. {hook_names[-1]!r})"
+        )
+    if not list(names_filter):
+        raise ValueError("run_with_cache: names_filter is empty")
 
 
-def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """All tensors of a safetensors file plus its string header, with a clear error if missing."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint file at {path}")
-    tensors = {}
-    with safe_open(str(path), framework="pt") as f:
-        header = f.metadata() or {}
-        for key in f.keys():
-            tensors[key] = f.get_tensor(key)
-    return tensors, header
+def load_checked(module: nn.Module, tensors: dict[str, Tensor], path: str | os.PathLike) -> None:
+    """``module.load_state_dict(tensors, strict=True)``, a mismatch raised as a :class:`CheckpointError`."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    extra = sorted(set(tensors) - set(own))
+    if missing or extra:
+        raise CheckpointError(
+            path, f"tensors do not match its own config (missing {missing[:3]}, unexpected {extra[:3]})"
+        )
+    for k, v in own.items():
+        if tuple(v.shape) != tuple(tensors[k].shape):
+            raise CheckpointError(
+                path,
+                f"shape mismatch with its own config: {k} is {tuple(tensors[k].shape)}, "
+                f"the config makes it {tuple(v.shape)}",
+            )
+    module.load_state_dict(tensors, strict=True)

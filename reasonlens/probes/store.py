@@ -62,6 +62,9 @@ class ActivationStore:
                 self._arrays[h] = np.empty(self._shape(h), self.dtype)
             return
         self.path.mkdir(parents=True, exist_ok=True)
+        # The store is complete only once meta.json is written (atomically, after the last example):
+        # drop one left by an earlier collection, so an interrupted refill never reopens as complete.
+        (self.path / META_FILE).unlink(missing_ok=True)
         for i, h in enumerate(self.hooks):
             file = self.path / f"hook_{i:03d}.npy"
             # Writes the .npy header and sizes the file (sparse), without touching its pages.

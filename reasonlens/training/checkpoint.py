@@ -11,7 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from reasonlens.models.transformer import atomic_save_safetensors, read_safetensors
+from reasonlens.checkpoints import CheckpointError, atomic_save_safetensors, read_header, read_safetensors
+from reasonlens.models.transformer import load_checked
 
 STATE_FORMAT = "reasonlens.train_state"
 
@@ -52,10 +53,10 @@ def load_state(
     """Restore what :func:`save_state` wrote into ``module`` and ``optimizer``; return its info."""
     tensors, header = read_safetensors(path)
     if header.get("format") != STATE_FORMAT:
-        raise ValueError(f"{path} is not a reasonlens training state (format={header.get('format')!r})")
+        raise CheckpointError(path, f"not a reasonlens training state (format={header.get('format')!r})")
     model_sd = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     device = next(module.parameters()).device
-    module.load_state_dict(model_sd, strict=True)
+    load_checked(module, model_sd, path)
     groups = json.loads(header["param_groups"])
     # AdamW keeps "step" on the CPU unless fused or capturable; the moments follow the params.
     step_on_device = any(g.get("fused") or g.get("capturable") for g in groups)
@@ -77,7 +78,9 @@ def load_state(
 
 
 def read_state_info(path: str | os.PathLike) -> dict[str, Any]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return json.loads((f.metadata() or {}).get("info", "{}"))
+    try:
+        return json.loads(read_header(path).get("info", "{}"))
+    except ValueError as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(path, f"info unreadable ({err})") from err

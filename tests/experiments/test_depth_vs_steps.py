@@ -64,10 +64,10 @@ def test_pick_beyond_serial():
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--layers", "0"], "every L must be >= 1; got 0"),
-        (["--k-max", "0"], "--k-max must be >= 1"),
+        (["--layers", "0"], "--layers: must be a positive integer; got '0'"),
+        (["--k-max", "0"], "--k-max: must be a positive integer; got '0'"),
         (["--orders", "sorted"], "invalid choice: 'sorted'"),
-        (["--margin", "-1"], "--margin must be >= 0"),
+        (["--margin", "-1"], "--margin: must be a non-negative integer; got '-1'"),
     ],
 )
 def test_bad_arguments_are_named(argv, message, capsys):

@@ -1,6 +1,8 @@
+
 """The implicit-CoT experiments' --quick modes, end to end (seconds), and their argument checks."""
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -77,20 +79,21 @@ def test_methods_flag_trains_only_what_the_chosen_methods_need(tmp_path):
 @pytest.mark.parametrize(
     "script, argv, message",
     [
-        ("implicit_cot", ["--digits", "0"], "--digits must be in 1..9; got 0"),
-        ("implicit_cot", ["--decode-batch-size", "0"], "--decode-batch-size must be positive"),
+        ("implicit_cot", ["--digits", "0"], "--digits: must be a positive integer; got '0'"),
+        ("implicit_cot", ["--decode-batch-size", "0"], "--decode-batch-size: must be a positive integer"),
         ("implicit_cot", ["--data", "/nonexistent/folder"], "--data: no folder at /nonexistent/folder"),
         ("implicit_cot", ["--device", "tpu9"], "--device: unknown device 'tpu9'"),
-        ("probe_emulated_states", ["--max-iter", "0"], "--max-iter must be positive"),
+        ("probe_emulated_states", ["--max-iter", "0"], "--max-iter: must be a positive integer"),
         ("probe_emulated_states", ["--device", "tpu9"], "--device: unknown device 'tpu9'"),
         ("implicit_cot", ["--stage-steps", "student=0"], "'student=0': steps must be >= 1"),
-        ("implicit_cot", ["--methods", "telepathy"], r"--methods: unknown method\(s\) \['telepathy'\]"),
+        ("implicit_cot", ["--methods", "telepathy"], "--methods: unknown method(s) ['telepathy']"),
         ("probe_emulated_states", ["--stage-steps", "pupil=3"], "expected STAGE=N"),
     ],
 )
-def test_bad_arguments_fail_before_any_work(tmp_path, script, argv, message):
-    with pytest.raises(SystemExit, match=message):
+def test_bad_arguments_fail_before_any_work(tmp_path, script, argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
         load(script).main([*argv, "--out", str(tmp_path / "out")])
+    assert message in f"{exc.value.code} {capsys.readouterr().err}"
     assert not any(tmp_path.iterdir())
 
 
@@ -126,3 +129,20 @@ def test_authors_files_can_be_brought(tmp_path):
     assert (results.n_test == 20).all()
     (stage_json,) = (out / "runs").glob("teacher-*/stage.json")
     assert '"data": "files:' in stage_json.read_text()
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_brought_files_of_other_digits_or_overlapping_are_refused(tmp_path, capsys, overlap):
+    from reasonlens.tasks import multiplication as M
+
+    data_dir = tmp_path / "data"
+    splits = M.make_splits((2, 2), n_train=60, n_valid=10, n_test=10, seed=5)
+    M.write_file(splits["train"], data_dir / "train.txt")
+    M.write_file(splits["valid"], data_dir / "valid.txt")
+    M.write_file(splits["train"][:10] if overlap else splits["test"], data_dir / "test.txt")
+    digits, message = ("2", "test example(s) also appear in the training file") if overlap else (
+        "3", "holds [(2, 2)] products but --digits is 3")  # fmt: skip
+    argv = ["--quick", "--digits", digits, "--data", str(data_dir), "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        load("implicit_cot").main(argv)
+    assert not (tmp_path / "out").exists()

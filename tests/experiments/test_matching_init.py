@@ -58,10 +58,10 @@ def test_overrides_build_the_requested_grid():
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--gammas", "-1"], "every gamma must be >= 0; got -1.0"),
-        (["--steps", "0"], "--steps must be >= 1; got 0"),
+        (["--gammas", "-1"], "--gammas: must be a non-negative number; got '-1'"),
+        (["--steps", "0"], "--steps: must be a positive integer; got '0'"),
         (["--norms", "mid"], "invalid choice: 'mid'"),
-        (["--lr", "0"], "--lr must be > 0"),
+        (["--lr", "0"], "--lr: must be a positive number; got '0'"),
     ],
 )
 def test_bad_arguments_are_named(argv, message, capsys):

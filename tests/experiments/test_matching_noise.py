@@ -68,7 +68,7 @@ def test_overrides_build_the_requested_grid(tmp_path):
         (["--settings", "mid:1"], "a setting is NORM:GAMMA"),
         (["--settings", "post:-1"], "gamma must be finite and >= 0"),
         (["--settings-from", "/nonexistent"], "no results.csv in /nonexistent"),
-        (["--steps", "0"], "--steps must be >= 1; got 0"),
+        (["--steps", "0"], "--steps: must be a positive integer; got '0'"),
     ],
 )
 def test_bad_arguments_are_named(argv, message, capsys):

@@ -219,3 +219,15 @@ def test_unconverged_logistic_probes_are_reported_once():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a generous budget converges: no warning at all
         probe_features(X, targets, solver="sklearn", max_iter=1000)
+
+
+def test_interrupted_refill_does_not_reopen_as_complete(tmp_path):
+    from reasonlens.probes.store import ActivationStore
+
+    full = ActivationStore({"h": 4}, 6, [0], path=tmp_path / "s")
+    full.append({"h": np.ones((6, 1, 4), np.float32)})
+    assert ActivationStore.open(tmp_path / "s").n == 6
+    again = ActivationStore({"h": 4}, 6, [0], path=tmp_path / "s")  # a new collection, killed midway
+    again.append({"h": np.ones((3, 1, 4), np.float32)})
+    with pytest.raises(FileNotFoundError, match="no activation store"):
+        ActivationStore.open(tmp_path / "s")
