@@ -69,6 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=cli.out_dir, default=Path("figures/depth_vs_steps"), help="output directory")
     p.add_argument("--force", action="store_true", help="retrain runs that already have results")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    cli.add_backend_options(p)
     args = p.parse_args(argv)
     for layer in args.layers or ():
         if layer < 1:
@@ -99,6 +100,7 @@ from reasonlens.probes import probe_sweep  # noqa: E402
 from reasonlens.probes.collect import hook_label, ordered_hooks, resid_hooks  # noqa: E402
 from reasonlens.tasks import matching  # noqa: E402
 from reasonlens.training import evaluate_lm  # noqa: E402
+from reasonlens.training.grid import backend_from_args  # noqa: E402
 from reasonlens.training.matching_runs import MatchingRun, grid_train_config, run_grid  # noqa: E402
 
 
@@ -369,13 +371,14 @@ def main(argv: list[str] | None = None) -> int:
     pr = resolve_preset(args)
     try:
         runs = build_runs(pr, args)  # validates every task and model before any training
+        backend = backend_from_args(args, len(runs))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     out = args.out
-    print(f"{len(runs)} runs -> {out}", file=sys.stderr)
-    results, curves = run_grid(runs, out, force=args.force, progress=not args.no_progress)
+    print(f"{len(runs)} runs on {backend.describe()} -> {out}", file=sys.stderr)
+    results, curves = run_grid(runs, out, force=args.force, progress=not args.no_progress, backend=backend)
     results["accuracy"] = results["train_acc"]  # fresh in-distribution examples
     results = add_cross_order_accuracy(results, pr, out)
     write_csv(results, out / "results.csv")

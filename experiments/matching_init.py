@@ -51,6 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=cli.out_dir, default=Path("figures/matching_init"), help="output directory")
     p.add_argument("--force", action="store_true", help="retrain runs that already have results")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    cli.add_backend_options(p)
     args = p.parse_args(argv)
     for name in ("gammas",):
         for g in getattr(args, name) or ():
@@ -71,6 +72,7 @@ import pandas as pd  # noqa: E402
 from reasonlens.models import ModelConfig  # noqa: E402
 from reasonlens.plots import save_figure  # noqa: E402
 from reasonlens.plots.training import accuracy_vs_setting, learning_curves  # noqa: E402
+from reasonlens.training.grid import backend_from_args  # noqa: E402
 from reasonlens.training.matching_runs import GridPreset, MatchingRun, grid_train_config, run_grid  # noqa: E402
 
 
@@ -252,10 +254,17 @@ def summarize(results: pd.DataFrame) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    runs = build_runs(args)  # validates every setting before any training
+    try:
+        runs = build_runs(args)  # validates every setting before any training
+        backend = backend_from_args(args, len(runs))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
-    print(f"{len(runs)} runs -> {args.out}", file=sys.stderr)
-    results, curves = run_grid(runs, args.out, force=args.force, progress=not args.no_progress)
+    print(f"{len(runs)} runs on {backend.describe()} -> {args.out}", file=sys.stderr)
+    results, curves = run_grid(
+        runs, args.out, force=args.force, progress=not args.no_progress, backend=backend
+    )
     written = [args.out / "results.csv", args.out / "curves.csv"]
     written += save_figure(
         accuracy_vs_setting(results, title="Matching Type 1 (k=2): final accuracy vs init rate"),

@@ -40,6 +40,7 @@ from reasonlens.models.config import NOISES
 from reasonlens.plots import save_figure
 from reasonlens.plots.interventions import variant_comparison
 from reasonlens.plots.training import learning_curves
+from reasonlens.training.grid import add_backend_options, backend_from_args
 from reasonlens.training.matching_runs import GridPreset, MatchingRun, grid_train_config, run_grid
 
 Setting = tuple[str, float]  # (norm, gamma)
@@ -231,6 +232,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=cli.out_dir, default=Path("figures/matching_noise"), help="output directory")
     p.add_argument("--force", action="store_true", help="retrain runs that already have results")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_backend_options(p)
     args = p.parse_args(argv)
     try:
         args.settings = (
@@ -346,12 +348,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         runs = build_runs(args)  # validates every setting before any training
+        backend = backend_from_args(args, len(runs))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    print(f"{len(runs)} runs -> {args.out}", file=sys.stderr)
-    results, curves = run_grid(runs, args.out, force=args.force, progress=not args.no_progress)
+    print(f"{len(runs)} runs on {backend.describe()} -> {args.out}", file=sys.stderr)
+    results, curves = run_grid(
+        runs, args.out, force=args.force, progress=not args.no_progress, backend=backend
+    )
     strengths, shares = noise_tables(results, args.out)
     table, text = summarize(results)
     written = [args.out / "results.csv", args.out / "curves.csv"]

@@ -162,3 +162,29 @@ def existing_file(text: str) -> Path:
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"no file at {text}")
     return path
+
+
+def add_backend_options(p: argparse.ArgumentParser) -> None:
+    """``--workers N`` and ``--ray [ADDRESS]`` on a grid script's argparse parser."""
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help=f"local worker processes, each run on cores/N threads (default: the {os.cpu_count() or 1} "
+        "cores; 1: serial)",
+    )
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run each run as a Ray task: 'auto' or ray://host:port joins a cluster, no address starts "
+        "a local Ray",
+    )
+    p.add_argument(
+        "--gpu-fraction",
+        type=float,
+        default=0.25,
+        help="with --ray and --device cuda: the share of one GPU each run asks for (default 0.25)",
+    )

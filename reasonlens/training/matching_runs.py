@@ -18,16 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from reasonlens.io import write_csv, write_json
 from reasonlens.models import ModelConfig, Transformer
 from reasonlens.tasks import matching
+from reasonlens.training.grid import Backend, run_tasks
 from reasonlens.training.sources import FixedSource, StreamSource
 from reasonlens.training.trainer import METRICS_FILE, MODEL_FILE, TrainConfig, train
 
 RESULT_FILE = "result.json"
 SPLITS = ("train", "test", "ood")
+GRID_CHECKPOINT_STEPS = 200  # the most steps a killed grid run loses
 
 
 @dataclass
@@ -127,8 +128,11 @@ def grid_train_config(preset: Any, *, seed: int, device: str, progress: bool, de
     eval_every, bf16`` (and optionally ``warmup_start_lr``, default 0): the fields the matching
     experiments' presets share. Every grid uses AdamW with weight decay 0.01 and gradient clipping
     at 1 (the authors' settings), and caps warm-up at a quarter of the steps so that short runs
-    (``--steps``, ``--quick``) still train at their peak rate.
+    (``--steps``, ``--quick``) still train at their peak rate. Every run checkpoints at each
+    evaluation (at least every ``GRID_CHECKPOINT_STEPS`` steps, optionally ``preset.checkpoint_every``),
+    so a killed run resumes from there to the same final weights.
     """
+    every = getattr(preset, "checkpoint_every", None) or min(preset.eval_every, GRID_CHECKPOINT_STEPS)
     return TrainConfig(
         steps=preset.steps,
         batch_size=preset.batch_size,
@@ -145,6 +149,7 @@ def grid_train_config(preset: Any, *, seed: int, device: str, progress: bool, de
         seed=seed,
         progress=progress,
         desc=desc,
+        checkpoint_every=max(1, int(every)),
     )
 
 
@@ -216,28 +221,82 @@ def execute(run: MatchingRun, out_dir: str | Path, force: bool = False) -> dict[
     return row
 
 
-def run_grid(
-    runs: Sequence[MatchingRun], out_dir: str | Path, force: bool = False, progress: bool = True
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Execute every run (skipping finished ones) and return (results, curves).
+def _execute_quietly(job: tuple[MatchingRun, Path, bool, bool]) -> dict[str, Any]:
+    """Worker entry point of :func:`run_grid` (module level, so that it pickles)."""
+    run, runs_dir, force, bar = job
+    if not bar:
+        run = dataclasses.replace(run, train=dataclasses.replace(run.train, progress=False))
+    return execute(run, runs_dir, force=force)
 
-    ``results`` has one row per run; ``curves`` is every run's tidy metrics with the run's labels.
-    Both are rewritten under ``out_dir`` (``results.csv``, ``curves.csv``) after each run, so an
-    interrupted grid leaves complete files for the runs that finished.
+
+def _check_stored(run: MatchingRun, runs_dir: Path) -> None:
+    path = runs_dir / run.name / RESULT_FILE
+    if path.exists() and json.loads(path.read_text()).get("fingerprint") != run.fingerprint():
+        raise ValueError(
+            f"{runs_dir / run.name} holds a finished run with different settings; pass force=True "
+            "(--force) to retrain it, or choose another output directory"
+        )
+
+
+def run_grid(
+    runs: Sequence[MatchingRun],
+    out_dir: str | Path,
+    force: bool = False,
+    progress: bool = True,
+    backend: Backend | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Execute every run (skipping finished ones) on ``backend`` and return (results, curves).
+
+    ``backend`` (default: serial) is a :class:`reasonlens.training.grid.Backend`: local worker
+    processes or Ray; the numbers do not depend on it. ``results`` has one row per finished run,
+    in the order of ``runs``; ``curves`` is their tidy metrics with the run's labels. Both are
+    rewritten under ``out_dir`` (``results.csv``, ``curves.csv``) as each run finishes, from
+    finished runs only. A failed run is reported by name with its error while the others finish;
+    :class:`GridFailed` is then raised, naming them, after the files are written.
     """
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise ValueError(f"run names must be unique; got duplicates in {names}")
+    backend = backend or Backend()
     out = Path(out_dir)
-    rows, curves = [], []
-    bar = tqdm(runs, desc="grid", disable=not progress, dynamic_ncols=True)
-    for run in bar:
-        bar.set_postfix_str(run.name)
-        row = execute(run, out / "runs", force=force)
-        rows.append({**row, "checkpoint": f"runs/{row['checkpoint']}"})
-        metrics = pd.read_csv(out / "runs" / run.name / METRICS_FILE)
-        curves.append(metrics.assign(run=run.name, **run.labels))
-        write_csv(pd.DataFrame(rows), out / "results.csv")
-        write_csv(pd.concat(curves, ignore_index=True), out / "curves.csv")
-    bar.close()
-    return pd.DataFrame(rows), pd.concat(curves, ignore_index=True)
+    runs_dir = out / "runs"
+    if not force:
+        for run in runs:
+            _check_stored(run, runs_dir)
+    by_name = {r.name: r for r in runs}
+    rows: dict[str, dict[str, Any]] = {}
+    curves: dict[str, pd.DataFrame] = {}
+
+    def frames() -> tuple[pd.DataFrame, pd.DataFrame]:
+        order = [n for n in names if n in rows]
+        res = pd.DataFrame([rows[n] for n in order])
+        cur = pd.concat([curves[n] for n in order], ignore_index=True) if order else pd.DataFrame()
+        return res, cur
+
+    def gather(name: str, row: dict[str, Any]) -> None:
+        rows[name] = {**row, "checkpoint": f"runs/{row['checkpoint']}"}
+        metrics = pd.read_csv(runs_dir / name / METRICS_FILE)
+        curves[name] = metrics.assign(run=name, **by_name[name].labels)
+        res, cur = frames()
+        write_csv(res, out / "results.csv")
+        write_csv(cur, out / "curves.csv")
+
+    # one bar over the grid; a serial grid keeps each run's own bar (nothing else prints then)
+    inner_bars = progress and backend.workers == 1 and backend.ray is None
+    jobs = [(r, runs_dir, force, inner_bars) for r in runs]
+    _, failures = run_tasks(_execute_quietly, jobs, names, backend, progress=progress, on_done=gather)
+    if failures:
+        raise GridFailed(failures, out)
+    return frames()
+
+
+class GridFailed(RuntimeError):
+    """Some runs of a grid failed; the others finished and are in results.csv / curves.csv."""
+
+    def __init__(self, failures: dict[str, str], out: Path) -> None:
+        self.failures = failures
+        lines = "; ".join(f"{n}: {e}" for n, e in failures.items())
+        super().__init__(
+            f"{len(failures)} run(s) failed ({lines}); the finished runs are in {out / 'results.csv'}, "
+            "rerun the same command to resume the failed ones"
+        )

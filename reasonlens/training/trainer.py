@@ -261,12 +261,13 @@ def train(
     )
     torch.manual_seed(cfg.seed)
 
-    start, wall_before, rows = 0, 0.0, []
+    start, wall_before, rows, resumed_ema = 0, 0.0, [], None
     if out is not None and resume and (out / STATE_FILE).exists():
         info = read_state_info(out / STATE_FILE)
         _check_resumable(info.get("train_config", {}), cfg, out / STATE_FILE)
         info = load_state(out / STATE_FILE, module, optimizer)
         start, wall_before = int(info["step"]), float(info.get("wall_time", 0.0))
+        resumed_ema = info.get("loss_ema")
         if (out / METRICS_FILE).exists():
             old = pd.read_csv(out / METRICS_FILE)
             rows = old[old.step <= start].to_dict("records")
@@ -283,7 +284,7 @@ def train(
 
     def checkpoint(step: int, wall: float) -> None:
         if out is not None:
-            info = {"step": step, "wall_time": wall, "train_config": cfg.to_dict()}
+            info = {"step": step, "wall_time": wall, "train_config": cfg.to_dict(), "loss_ema": loss_ema}
             save_state(out / STATE_FILE, module, optimizer, info)
 
     if start == 0 and evals:
@@ -300,7 +301,7 @@ def train(
         leave=False,
         dynamic_ncols=True,
     )
-    loss_ema = None
+    loss_ema = None if resumed_ema is None else float(resumed_ema)  # the running mean survives a resume
     for step in bar:
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:

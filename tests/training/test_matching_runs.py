@@ -117,6 +117,7 @@ def test_grid_train_config_copies_the_preset_and_caps_warmup():
     assert tc.warmup_steps == 10  # capped at a quarter of the steps
     assert (tc.warmup_start_lr, tc.weight_decay, tc.grad_clip) == (1e-4, 0.01, 1.0)
     assert (tc.seed, tc.eval_every, tc.bf16, tc.desc) == (3, 5, False, "x")
+    assert tc.checkpoint_every == 5  # every grid run checkpoints at each evaluation (resumable)
     del preset.warmup_start_lr  # presets without the field start warm-up at 0
     preset.warmup_steps = 4
     tc = mr.grid_train_config(preset, seed=0, device="cpu", progress=False, desc="y")
