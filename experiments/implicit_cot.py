@@ -1,11 +1,13 @@
 """Implicit chain of thought on multi-digit multiplication (Deng et al. 2023), trained from scratch.
 
-Trains five stages with reasonlens hooked transformers and the one training loop - a no-CoT
-baseline, a teacher on the explicit chain of thought, a mind-reading student, a thought emulator,
-and the emulator and student coupled - then greedy-decodes the test set with each method and
-writes, under --out:
+Compares five methods (--methods chooses; default all): no_cot, explicit_cot, implicit_kd (the
+distillation stages: a mind-reading student, a thought emulator, the two coupled), implicit_si
+(stepwise internalization, Deng, Choi and Shieber 2024) and aux_running_sum (the auxiliary
+running-sum loss of Bai et al. 2025). Trains the stages the chosen methods need with reasonlens
+hooked transformers and the one training loop, then greedy-decodes the test set with each method
+and writes, under --out:
 
-  results.csv      one row per method (no CoT, explicit CoT, implicit CoT): test accuracy (exact
+  results.csv      one row per method: test accuracy (exact
                    match, and the fraction of answer digits right), parameters, decoding
                    throughput (same run, same test set, same batch size, KV-cache-free greedy
                    decoding), training time
