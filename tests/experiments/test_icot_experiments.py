@@ -1,4 +1,3 @@
-
 """The implicit-CoT experiments' --quick modes, end to end (seconds), and their argument checks."""
 
 import importlib.util
