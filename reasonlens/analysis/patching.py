@@ -16,6 +16,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import patching
 
+from reasonlens.models.modes import eval_mode
 from reasonlens.probes.collect import hook_layer
 from reasonlens.tasks import matching
 from reasonlens.tasks.matching import MatchingDataset
@@ -138,33 +139,31 @@ def activation_patching(
         raise ValueError(f"clean and corrupt answers must be [n] with n={n}")
     device = next(model.parameters()).device
     clean_tokens, corrupt_tokens = clean_tokens.to(device), corrupt_tokens.to(device)
-    was_training = model.training
-    model.eval()
-    n_layers, n_pos = model.cfg.n_layers, clean_tokens.shape[1]
-    hooks = [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)]
-    hooks.append(f"blocks.{n_layers - 1}.hook_resid_post")
-    # Caching only the residual stream keeps the fused attention path, so the clean and corrupted
-    # runs are computed exactly as the patched runs are (a full patch reproduces them bit for bit).
-    clean_logits, clean_cache = model.run_with_cache(clean_tokens, names_filter=hooks)
-    corrupt_logits, corrupt_cache = model.run_with_cache(corrupt_tokens, names_filter=hooks)
-    ld_clean = logit_diff(clean_logits, clean_answers, corrupt_answers, readout).mean().item()
-    ld_corrupt = logit_diff(corrupt_logits, clean_answers, corrupt_answers, readout).mean().item()
-    if abs(ld_clean - ld_corrupt) < 1e-9:
-        raise ValueError("clean and corrupted runs give the same logit difference; nothing to restore")
+    with eval_mode(model):  # TransformerLens 4's patching refuses a model in training mode
+        n_layers, n_pos = model.cfg.n_layers, clean_tokens.shape[1]
+        hooks = [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)]
+        hooks.append(f"blocks.{n_layers - 1}.hook_resid_post")
+        # Caching only the residual stream keeps the fused attention path, so the clean and corrupted
+        # runs are computed exactly as the patched runs are (a full patch reproduces them bit for bit).
+        clean_logits, clean_cache = model.run_with_cache(clean_tokens, names_filter=hooks)
+        corrupt_logits, corrupt_cache = model.run_with_cache(corrupt_tokens, names_filter=hooks)
+        ld_clean = logit_diff(clean_logits, clean_answers, corrupt_answers, readout).mean().item()
+        ld_corrupt = logit_diff(corrupt_logits, clean_answers, corrupt_answers, readout).mean().item()
+        if abs(ld_clean - ld_corrupt) < 1e-9:
+            raise ValueError("clean and corrupted runs give the same logit difference; nothing to restore")
 
-    def metric(logits: Tensor) -> Tensor:
-        ld = logit_diff(logits, clean_answers, corrupt_answers, readout).mean()
-        return (ld - ld_corrupt) / (ld_clean - ld_corrupt)
+        def metric(logits: Tensor) -> Tensor:
+            ld = logit_diff(logits, clean_answers, corrupt_answers, readout).mean()
+            return (ld - ld_corrupt) / (ld_clean - ld_corrupt)
 
-    run_tokens, source = (
-        (corrupt_tokens, clean_cache) if direction == "denoise" else (clean_tokens, corrupt_cache)
-    )
-    pre = patching.get_act_patch_resid_pre(model, run_tokens, source, metric)  # [n_layers, pos]
-    last = pd.DataFrame({"layer": [n_layers - 1] * n_pos, "pos": list(range(n_pos))})
-    post = patching.generic_activation_patch(
-        model, run_tokens, source, metric, patching.layer_pos_patch_setter, "resid_post", index_df=last
-    )
-    model.train(was_training)
+        run_tokens, source = (
+            (corrupt_tokens, clean_cache) if direction == "denoise" else (clean_tokens, corrupt_cache)
+        )
+        pre = patching.get_act_patch_resid_pre(model, run_tokens, source, metric)  # [n_layers, pos]
+        last = pd.DataFrame({"layer": [n_layers - 1] * n_pos, "pos": list(range(n_pos))})
+        post = patching.generic_activation_patch(
+            model, run_tokens, source, metric, patching.layer_pos_patch_setter, "resid_post", index_df=last
+        )
     values = torch.cat([pre.cpu(), post.cpu()[None]], dim=0)
     rows = [
         {

@@ -11,6 +11,7 @@ from jaxtyping import Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from reasonlens.models.modes import eval_mode
 from reasonlens.probes.store import ActivationStore
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
@@ -122,22 +123,20 @@ def collect_activations(
     stop = _blocks_needed(model, hooks)
     device = next(model.parameters()).device
     pos_index = torch.tensor(positions, device=device)
-    was_training = model.training
-    model.eval()
-    store = None
-    n = tokens.shape[0]
-    bar = tqdm(total=n, desc="collect", disable=not progress, leave=False, unit="ex")
-    for start in range(0, n, batch_size):
-        batch = tokens[start : start + batch_size].to(device)
-        _, cache = model.run_with_cache(
-            batch, names_filter=hooks, return_type=None, stop_at_layer=stop, return_cache_object=False
-        )
-        # [b, pos, ...] -> [b, positions, features]; per-head hooks are flattened over heads
-        acts = {h: cache[h].index_select(1, pos_index).flatten(2).float().cpu().numpy() for h in hooks}
-        if store is None:
-            store = ActivationStore({h: a.shape[-1] for h, a in acts.items()}, n, positions, path=path)
-        store.append(acts)
-        bar.update(batch.shape[0])
-    bar.close()
-    model.train(was_training)
+    with eval_mode(model):
+        store = None
+        n = tokens.shape[0]
+        bar = tqdm(total=n, desc="collect", disable=not progress, leave=False, unit="ex")
+        for start in range(0, n, batch_size):
+            batch = tokens[start : start + batch_size].to(device)
+            _, cache = model.run_with_cache(
+                batch, names_filter=hooks, return_type=None, stop_at_layer=stop, return_cache_object=False
+            )
+            # [b, pos, ...] -> [b, positions, features]; per-head hooks are flattened over heads
+            acts = {h: cache[h].index_select(1, pos_index).flatten(2).float().cpu().numpy() for h in hooks}
+            if store is None:
+                store = ActivationStore({h: a.shape[-1] for h, a in acts.items()}, n, positions, path=path)
+            store.append(acts)
+            bar.update(batch.shape[0])
+        bar.close()
     return store

@@ -68,6 +68,20 @@ def test_patching_checks_its_input(data):
     model = model3()
     with pytest.raises(ValueError, match="same logit difference"):
         activation_patching(model, data.inputs, data.inputs, data.answers, data.answers)
+    assert model.training  # the error inside the evaluation-mode block gave the mode back
+
+
+def test_patching_runs_a_model_in_training_mode_and_gives_the_mode_back(data):
+    """TransformerLens 4's patching refuses a model in training mode; ours switches to eval mode
+    for the sweep and restores every module's mode, also a partly frozen model's."""
+    model = model3()
+    model.blocks[1].eval()  # a mixed state, e.g. a frozen block during fine-tuning
+    before = {name: m.training for name, m in model.named_modules()}
+    c, a = matching_counterfactual(data, "child", seed=0)
+    df = activation_patching(model, data.inputs, c, data.answers, a)
+    assert len(df) == 4 * data.seq_len
+    assert {name: m.training for name, m in model.named_modules()} == before
+    assert model.training and not model.blocks[1].training
     with pytest.raises(ValueError, match="direction must be one of"):
         activation_patching(model, data.inputs, data.inputs, data.answers, data.answers, direction="x")
     with pytest.raises(ValueError, match="must both be"):

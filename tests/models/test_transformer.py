@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from transformer_lens import ActivationCache
 
-from reasonlens.models import ModelConfig, Transformer, init_std
+from reasonlens.models import ModelConfig, Transformer, eval_mode, init_std
 from reasonlens.models.tl_compat import hooked_transformer_available
 from tests.conftest import tiny_config
 
@@ -258,16 +258,26 @@ def test_stop_at_layer_returns_resid_pre(tokens):
 
 
 def test_transformerlens_patching_utilities_run_on_our_model(tokens):
+    """TransformerLens's own patching loop on our model, as user code calls it: inside
+    ``eval_mode`` (which TransformerLens 4 requires and 3.x does not mind), and the model comes
+    back in training mode."""
     from transformer_lens import patching
 
     model = Transformer(tiny_config(norm="post"))
+    assert model.training
     corrupt = tokens.clone()
     corrupt[:, 0] = (corrupt[:, 0] + 1) % 50
-    _, clean_cache = model.run_with_cache(tokens)
-    out = patching.get_act_patch_resid_pre(
-        model, corrupt, clean_cache, lambda logits: logits[:, -1, 0].mean()
-    )
+    with eval_mode(model):
+        _, clean_cache = model.run_with_cache(tokens)
+        out = patching.get_act_patch_resid_pre(
+            model, corrupt, clean_cache, lambda logits: logits[:, -1, 0].mean()
+        )
     assert out.shape == (model.cfg.n_layers, tokens.shape[1])
+    assert all(m.training for m in model.modules())
+    # the prompts differ only in token 0, so patching position 0 before layer 0 restores the clean run
+    with torch.no_grad():
+        clean_out = model(tokens)[:, -1, 0].mean()
+    torch.testing.assert_close(out[0, 0], clean_out)
     # patching the clean residual at every position of layer 0 restores the clean output exactly
     clean_value = model(tokens)[:, -1, 0].mean()
     full = model.run_with_hooks(
@@ -301,3 +311,18 @@ def test_equivalent_to_transformerlens_hooked_transformer(norm, act_fn):
 def test_post_ln_does_not_convert():
     with pytest.raises(ValueError, match="no post-LN"):
         Transformer(tiny_config(norm="post")).to_hooked_transformer()
+
+
+def test_eval_mode_restores_every_module_mode_also_after_an_error():
+    model = Transformer(tiny_config())
+    model.blocks[0].attn.eval()
+    before = [m.training for m in model.modules()]
+    with eval_mode(model) as inside:
+        assert inside is model and not any(m.training for m in model.modules())
+    assert [m.training for m in model.modules()] == before
+    model.eval()
+    with pytest.raises(RuntimeError, match="boom"), eval_mode(model):
+        raise RuntimeError("boom")
+    assert not any(m.training for m in model.modules())
+    with pytest.raises(TypeError, match="needs a torch.nn.Module; got str"), eval_mode("model"):
+        pass
