@@ -45,13 +45,7 @@ ORDER_NAMES = {"random": "random", "favourable": "path_reverse"}  # CLI name -> 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] + " See the module docstring and README for details.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    cli.prepare(p)
-    p.add_argument("--preset", choices=["cpu", "paper"], default="cpu", help="configuration to start from")
-    p.add_argument("--quick", action="store_true", help="tiny models and budget: a smoke run in seconds")
+    p = cli.grid_parser(__doc__)
     p.add_argument(
         "--layers", type=cli.positive_int, nargs="+", help="numbers of layers L (preset's if omitted)"
     )

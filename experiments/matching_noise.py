@@ -204,13 +204,7 @@ def settings_from_results(results_dir: Path) -> tuple[Setting, ...]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] + " See the module docstring and README for details.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    cli.prepare(p)
-    p.add_argument("--preset", choices=["cpu", "paper"], default="cpu", help="configuration to start from")
-    p.add_argument("--quick", action="store_true", help="tiny models and budget: a smoke run in seconds")
+    p = cli.grid_parser(__doc__)
     p.add_argument("--settings", nargs="+", metavar="NORM:GAMMA", help="e.g. post:1.0 pre:1.0 (preset's)")
     p.add_argument(
         "--settings-from", type=Path, metavar="DIR",

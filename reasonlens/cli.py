@@ -188,3 +188,17 @@ def add_backend_options(p: argparse.ArgumentParser) -> None:
         default=0.25,
         help="with --ray and --device cuda: the share of one GPU each run asks for (default 0.25)",
     )
+
+
+def grid_parser(doc: str) -> argparse.ArgumentParser:
+    """The parser every grid script starts from: its docstring's first paragraph as description,
+    the one-line errors of :func:`prepare`, ``--preset cpu|paper`` and ``--quick``; add the grid
+    backend with :func:`add_backend_options`."""
+    p = argparse.ArgumentParser(
+        description=doc.split("\n\n")[0] + " See the module docstring and README for details.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    prepare(p)
+    p.add_argument("--preset", choices=["cpu", "paper"], default="cpu", help="configuration to start from")
+    p.add_argument("--quick", action="store_true", help="tiny models and budget: a smoke run in seconds")
+    return p
