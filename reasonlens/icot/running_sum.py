@@ -120,15 +120,22 @@ class RunningSumHeads(nn.Module):
         logits, pred = self.forward_with_sums(batch.inputs)
         lm = F.cross_entropy(logits[batch.mask].float(), batch.targets[batch.mask])
         target = batch.extra["running_sum"].float() / TARGET_SCALE  # [b, n_answer]
-        n_ans = target.shape[1]
-        pos = batch.extra["answer_start"][:, None] + torch.arange(n_ans, device=target.device)[None, :]
-        at = pred.float().gather(1, pos[:, :, None].expand(-1, -1, pred.shape[2]))  # [b, n_answer, heads]
+        at = _at_answers(pred, batch)  # [b, n_answer, heads]
         mse = (at - target[:, :, None]).pow(2).mean()
         return {"lm": lm, "sum_mse": mse, "loss": lm + self.weight * mse}
 
     def save(self, path: str | os.PathLike, metadata: dict | None = None) -> Path:
         meta = {**(metadata or {}), "aux_running_sum": {"layer": self.layer, "weight": self.weight}}
         return self.model.save(path, metadata=meta)
+
+
+def _at_answers(
+    pred: Float[Tensor, "batch pos n_heads"], batch: Batch
+) -> Float[Tensor, "batch n_answer n_heads"]:
+    """Every head's prediction at the positions predicting answer digits ``0 .. n_answer - 1``."""
+    n_ans = batch.extra["running_sum"].shape[1]
+    pos = batch.extra["answer_start"][:, None] + torch.arange(n_ans, device=pred.device)[None, :]
+    return pred.float().gather(1, pos[:, :, None].expand(-1, -1, pred.shape[2]))
 
 
 def running_sum_loss(module: RunningSumHeads, batch: Batch) -> Float[Tensor, ""]:
@@ -151,8 +158,7 @@ def evaluate_running_sum(module: RunningSumHeads, batch: Batch, batch_size: int)
         b = batch[i : i + batch_size].to(device)
         _, pred = module.forward_with_sums(b.inputs)
         n_ans = b.extra["running_sum"].shape[1]
-        pos = b.extra["answer_start"][:, None] + torch.arange(n_ans, device=device)[None, :]
-        at = pred.float().gather(1, pos[:, :, None].expand(-1, -1, pred.shape[2])) * TARGET_SCALE
+        at = _at_answers(pred, b) * TARGET_SCALE
         err = (at - b.extra["running_sum"].float()[:, :, None]).abs()  # [b, n_answer, heads]
         mse += float((err / TARGET_SCALE).pow(2).mean()) * len(b)
         s = err.sum(dim=(0, 1))
