@@ -47,6 +47,7 @@ _NUMERIC_FIELDS = (
     "weight_decay",
     "betas",
     "grad_clip",
+    "reset_warmup",
     "bf16",
     "seed",
 )
@@ -88,6 +89,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float | None = 1.0
+    reset_warmup: int = 0  # steps over which the lr rises back linearly after an optimizer reset
     eval_every: int = 100
     eval_batch_size: int = 2048
     checkpoint_every: int | None = None  # None: only at the end
@@ -112,6 +114,9 @@ class TrainConfig:
             or self.warmup_steps < 0
         ):
             raise ValueError(f"TrainConfig.warmup_steps must be an integer >= 0; got {self.warmup_steps!r}")
+        rw = self.reset_warmup
+        if isinstance(rw, bool) or not isinstance(rw, int) or rw < 0:
+            raise ValueError(f"TrainConfig.reset_warmup must be an integer >= 0; got {self.reset_warmup!r}")
         if self.warmup_steps > self.steps:
             raise ValueError(f"TrainConfig.warmup_steps={self.warmup_steps} exceeds steps={self.steps}")
         for name in ("lr", "warmup_start_lr", "min_lr", "weight_decay"):
@@ -244,7 +249,8 @@ def train(
     ``stop_when(metrics)`` is asked after each evaluation and ends the run early when True.
     ``reset_optimizer_at(step)``, when True, gives the optimizer a fresh state (moments and step
     counts, as a new AdamW would have) before step ``step`` (stepwise internalization resets it at
-    every removal).
+    every removal); with ``cfg.reset_warmup`` the learning rate then rises linearly back over that
+    many steps, since a fresh Adam's first updates move every weight by about the full lr.
     """
     cfg.validate()
     evals = dict(evals or {})
@@ -278,7 +284,7 @@ def train(
                 rows.append({"step": step, "split": split, "metric": metric, "value": float(value)})
         if loss_ema is not None:  # running mean of the training-batch loss, and the current lr
             rows.append({"step": step, "split": "train_batch", "metric": "loss", "value": loss_ema})
-            rows.append({"step": step, "split": "train_batch", "metric": "lr", "value": lr_at(step - 1, cfg)})
+            rows.append({"step": step, "split": "train_batch", "metric": "lr", "value": lr})
         if out is not None:
             write_csv(pd.DataFrame(rows), out / METRICS_FILE)
 
@@ -302,12 +308,17 @@ def train(
         dynamic_ncols=True,
     )
     loss_ema = None if resumed_ema is None else float(resumed_ema)  # the running mean survives a resume
+    last_reset = _last_reset(reset_optimizer_at, start, cfg.reset_warmup)
+    lr = lr_at(start, cfg)
     for step in bar:
-        lr = lr_at(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         if reset_optimizer_at is not None and reset_optimizer_at(step):
             optimizer.state.clear()
+            last_reset = step
+        lr = lr_at(step, cfg)
+        if cfg.reset_warmup and last_reset is not None:
+            lr *= min(1.0, (step - last_reset + 1) / cfg.reset_warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         batch = source(step, cfg.batch_size).to(device)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             loss = loss_fn(module, batch)
@@ -349,6 +360,14 @@ def train(
         module.save(out / MODEL_FILE, metadata={"train_config": cfg.to_dict(), "steps_done": steps_done})
     metrics = pd.DataFrame(rows, columns=["step", "split", "metric", "value"])
     return TrainResult(module, metrics, steps_done, wall, stopped, out)
+
+
+def _last_reset(reset_at: Callable[[int], bool] | None, start: int, window: int) -> int | None:
+    """The last reset step before ``start`` within ``window`` steps (what a resumed run needs to
+    continue a post-reset warm-up), or None."""
+    if reset_at is None or window == 0:
+        return None
+    return next((s for s in range(start - 1, max(-1, start - window - 1), -1) if reset_at(s)), None)
 
 
 def _postfix(rows: list[dict[str, Any]], loss_ema: float | None) -> dict[str, str]:

@@ -198,3 +198,32 @@ def test_evaluate_lm_takes_a_logits_function():
     perfect = evaluate_lm(model, batch, 16, oracle)
     assert perfect["accuracy"] == 1.0 and perfect["token_accuracy"] == 1.0
     assert perfect["loss"] < 1e-6 < default["loss"]
+
+
+def _lr_log(result):
+    m = result.metrics
+    return m[(m.split == "train_batch") & (m.metric == "lr")].set_index("step").value
+
+
+def test_reset_warmup_ramps_the_lr_after_each_optimizer_reset_and_resumes_exactly(tmp_path):
+    def reset_at(s):
+        return s in (3, 9)
+
+    c = cfg(steps=12, warmup_steps=0, schedule="constant", eval_every=1, reset_warmup=4)
+    full = train(small_model(), stream(), c, {}, reset_optimizer_at=reset_at)
+    lr = _lr_log(full)
+    assert lr[1] == lr[3] == pytest.approx(3e-3)  # before the first reset: the plain schedule
+    assert [lr[s] / 3e-3 for s in (4, 5, 6, 7, 8)] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])
+    assert lr[10] / 3e-3 == pytest.approx(0.25)
+    # interrupted inside the ramp (last checkpoint after step 5), resumed: the uninterrupted weights
+    c_ckpt = cfg(**{**c.to_dict(), "checkpoint_every": 6})
+    with pytest.raises(Interrupt):
+        train(small_model(), crashing(stream(), 7), c_ckpt, {}, out_dir=tmp_path, reset_optimizer_at=reset_at)
+    resumed = train(small_model(), stream(), c_ckpt, {}, out_dir=tmp_path, reset_optimizer_at=reset_at)
+    for a, b in zip(full.module.state_dict().values(), resumed.module.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_reset_warmup_must_be_a_nonnegative_integer():
+    with pytest.raises(ValueError, match="reset_warmup"):
+        cfg(reset_warmup=-1)
