@@ -127,7 +127,7 @@ def answer_attention(
     weight``. Operand digits are least significant first, as the model reads them."""
     d1, d2 = _one_shape(data)
     tokens, start = answer_inputs(data, fmt)
-    pattern: Float[Tensor, "n layer head query key"] = attention_patterns(model, tokens, batch_size=batch_size)
+    pattern = attention_patterns(model, tokens, batch_size=batch_size)  # [n, layer, head, query, key]
     mean = pattern.mean(0)  # [layer, head, query, key]
     a_pos, b_pos = list(range(d1)), list(range(d1 + 1, d1 + 1 + d2))  # a0..  *  b0..  SEP
     rows = []
