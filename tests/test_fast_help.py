@@ -11,6 +11,7 @@ LIGHT = [
     "experiments/matching_init.py",
     "experiments/depth_vs_steps.py",
     "experiments/matching_mechanism.py",
+    "experiments/probe_implicit_answers.py",
     "benchmarks/train_throughput.py",
     "benchmarks/probe_sweep.py",
     "benchmarks/help_speed.py",

@@ -71,3 +71,53 @@ def emulated_probe_figure(probes: pd.DataFrame, title: str) -> go.Figure:
     fig.update_yaxes(range=[0, 1.02], title_text="probe accuracy (test)", row=1, col=1)
     fig.update_layout(title=title, template="plotly_white", width=260 * len(groups) + 200, height=430)
     return fig
+
+
+ANSWER_TARGET_ORDER = ["running_sum", "column_sum", "carry_in", "answer_digit"]
+
+
+def answer_probe_figure(probes: pd.DataFrame, title: str) -> go.Figure:
+    """Answer-position probes (``answer_probes.csv``): one panel per target (R^2 for the sums,
+    accuracy otherwise), score vs depth, one line per (method, answer digit); dotted: controls."""
+    targets = [t for t in ANSWER_TARGET_ORDER if t in set(probes.target)]
+    fig = make_subplots(rows=1, cols=len(targets), subplot_titles=targets)
+    methods = list(dict.fromkeys(probes.method))
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
+    for col, target in enumerate(targets, start=1):
+        sub = probes[probes.target == target]
+        for mi, method in enumerate(methods):
+            mdf = sub[sub.method == method]
+            for k, df in mdf.groupby("answer_digit"):
+                name = f"{METHOD_LABELS.get(method, method)}"
+                fig.add_scatter(
+                    x=df.layer, y=df.score, mode="lines+markers", name=name, legendgroup=method,
+                    showlegend=bool(col == 1 and k == mdf.answer_digit.min()), line_color=palette[mi % 5],
+                    hovertext=f"answer digit {k}", row=1, col=col,
+                )  # fmt: skip
+        ctrl = sub.groupby("layer", as_index=False).control_score.mean()
+        fig.add_scatter(x=ctrl.layer, y=ctrl.control_score, mode="lines", name="control (shuffled labels)",
+                        line=dict(color="grey", dash="dot"), legendgroup="control", showlegend=col == 1,
+                        row=1, col=col)  # fmt: skip
+        fig.update_xaxes(title_text="depth (0 = embeddings)", dtick=1, row=1, col=col)
+        fig.update_yaxes(range=[-0.05, 1.02], row=1, col=col)
+    fig.update_layout(title=title, template="plotly_white", width=280 * len(targets) + 220, height=430)
+    return fig
+
+
+def answer_attention_figure(attention: pd.DataFrame, title: str) -> go.Figure:
+    """Attention from each answer position to the operand digits (``answer_attention.csv``), summed
+    over heads: one heatmap per (method, layer), answer digit down, operand digit across."""
+    panels = list(attention.groupby(["method", "layer"], sort=False).groups)
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[
+        f"{METHOD_LABELS.get(m, m)}, layer {layer}" for m, layer in panels
+    ])  # fmt: skip
+    for col, (method, layer) in enumerate(panels, start=1):
+        df = attention[(attention.method == method) & (attention.layer == layer)]
+        grid = df.assign(key=df.operand + df.operand_digit.astype(str)).pivot_table(
+            index="answer_digit", columns="key", values="weight", aggfunc="sum", sort=False
+        )
+        fig.add_heatmap(z=grid.values, x=list(grid.columns), y=[f"c{k}" for k in grid.index],
+                        coloraxis="coloraxis", row=1, col=col)  # fmt: skip
+    fig.update_layout(title=title, template="plotly_white", width=230 * len(panels) + 200, height=380,
+                      coloraxis=dict(colorscale="Viridis", colorbar_title="attention"))  # fmt: skip
+    return fig

@@ -63,6 +63,21 @@ def test_quick_runs_write_results_then_probes_reuse_the_checkpoints(tmp_path):
     assert table.score.between(0, 1).all() and set(table.layer) == {0, 1}
     assert (pout / "probes.html").exists()
 
+    answers = load("probe_implicit_answers")
+    aout = tmp_path / "answers"
+    assert answers.main([*argv[:2], str(aout), *argv[3:]]) == 0
+    assert state.stat().st_mtime_ns == mtime
+    table = pd.read_csv(aout / "answer_probes.csv")
+    assert set(table.method) == {"no_cot", "implicit_si", "aux_running_sum"}
+    assert set(table.layer) == {0, 1, 2} and set(table.answer_digit) == set(range(8))  # 4x4: 8 digits
+    assert set(table[table.target == "running_sum"].metric) == {"r2"}
+    att = pd.read_csv(aout / "answer_attention.csv")
+    assert list(att.columns) == ["method", "layer", "head", "answer_digit", "operand", "operand_digit", "weight"]
+    # every answer position's attention over the operand digits is part of a distribution
+    per_query = att.groupby(["method", "layer", "head", "answer_digit"]).weight.sum()
+    assert ((per_query > 0) & (per_query <= 1 + 1e-6)).all()
+    assert (aout / "answer_probes.html").exists() and (aout / "answer_attention.html").exists()
+
 
 def test_methods_flag_trains_only_what_the_chosen_methods_need(tmp_path):
     icot = load("implicit_cot")
