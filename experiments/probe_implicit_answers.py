@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     cli.prepare(p)
-    p.add_argument("--digits", type=cli.positive_int, default=4, help="operand digits d, for d x d (default 4)")
+    p.add_argument("--digits", type=cli.positive_int, default=4, help="operand digits d (default 4)")
     p.add_argument("--quick", action="store_true", help="tiny models: a smoke test")
     p.add_argument("--preset", choices=["cpu", "paper"], default="cpu", help="model and budget preset")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="models to probe")

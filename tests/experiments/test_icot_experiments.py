@@ -72,7 +72,8 @@ def test_quick_runs_write_results_then_probes_reuse_the_checkpoints(tmp_path):
     assert set(table.layer) == {0, 1, 2} and set(table.answer_digit) == set(range(8))  # 4x4: 8 digits
     assert set(table[table.target == "running_sum"].metric) == {"r2"}
     att = pd.read_csv(aout / "answer_attention.csv")
-    assert list(att.columns) == ["method", "layer", "head", "answer_digit", "operand", "operand_digit", "weight"]
+    columns = ["method", "layer", "head", "answer_digit", "operand", "operand_digit", "weight"]
+    assert list(att.columns) == columns
     # every answer position's attention over the operand digits is part of a distribution
     per_query = att.groupby(["method", "layer", "head", "answer_digit"]).weight.sum()
     assert ((per_query > 0) & (per_query <= 1 + 1e-6)).all()
