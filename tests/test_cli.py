@@ -112,3 +112,22 @@ def test_validators_reject(fn, text):
 def test_validators_accept(tmp_path):
     assert cli.positive_int("3") == 3 and cli.seed("0") == 0 and cli.nonneg_float("0") == 0.0
     assert cli.out_dir(str(tmp_path / "new" / "deeper")) == tmp_path / "new" / "deeper"
+
+
+def test_throughput_benchmark_runs_on_either_transformerlens_line(capsys):
+    """On 3.x a tiny measurement against HookedTransformer; on 4.x one line and a JSON 'unavailable'."""
+    import json
+
+    from reasonlens.models.tl_compat import hooked_transformer_available
+
+    argv = ["--layers", "1", "--d-model", "16", "--heads", "2", "--d-mlp", "32", "--vocab", "11"]
+    argv += ["--seq", "4", "--batch", "2", "--warmup", "0", "--rounds", "1"]
+    code = cli.run(script("benchmarks/train_throughput.py").main, argv)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert code == 0
+    out = json.loads(lines[-1])
+    if hooked_transformer_available():
+        assert out["speedup_fp32"] > 0
+    else:
+        assert len(lines) == 2 and lines[0].startswith("baseline unavailable: ")
+        assert out["baseline"] == "unavailable"
