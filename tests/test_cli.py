@@ -52,6 +52,8 @@ CASES = [
     ("benchmarks/train_throughput.py", ["--batch", "nan"], "'nan'"),
     ("benchmarks/probe_sweep.py", ["--examples", "0"], "'0'"),
     ("benchmarks/probe_sweep.py", ["--seed", "-1"], "'-1'"),
+    ("benchmarks/grid_throughput.py", ["--runs", "0"], "'0'"),
+    ("benchmarks/grid_throughput.py", ["--steps", "x"], "'x'"),
 ]
 
 
