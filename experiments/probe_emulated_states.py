@@ -29,17 +29,8 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
-
 from reasonlens import cli
-from reasonlens.icot import add_stage_steps_option, make_data, parse_stage_steps, preset, run_stages
-from reasonlens.icot.activations import SOURCES, collect_states, probe_targets, target_group
-from reasonlens.icot.probing import probe_table
-from reasonlens.io import write_csv
-from reasonlens.plots import save_figure
-from reasonlens.plots.icot import emulated_probe_figure
-from reasonlens.tasks import multiplication as mult
-from reasonlens.training.trainer import check_device
+from reasonlens.names import add_stage_steps_option, parse_stage_steps
 
 DEFAULT_OUT = Path("figures/probe_emulated_states")
 DEFAULT_RUNS = Path("figures/implicit_cot/runs")  # where experiments/implicit_cot.py keeps them
@@ -82,6 +73,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.runs is None:
         args.runs = QUICK_RUNS if args.quick else DEFAULT_RUNS
     return args
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and bad arguments are answered here, before the heavy imports below
+
+import pandas as pd  # noqa: E402
+
+from reasonlens.icot import make_data, preset, run_stages  # noqa: E402
+from reasonlens.icot.activations import SOURCES, collect_states, probe_targets, target_group  # noqa: E402
+from reasonlens.icot.probing import probe_table  # noqa: E402
+from reasonlens.io import write_csv  # noqa: E402
+from reasonlens.plots import save_figure  # noqa: E402
+from reasonlens.plots.icot import emulated_probe_figure  # noqa: E402
+from reasonlens.tasks import multiplication as mult  # noqa: E402
+from reasonlens.training.trainer import check_device  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

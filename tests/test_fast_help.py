@@ -12,12 +12,13 @@ LIGHT = [
     "experiments/depth_vs_steps.py",
     "experiments/matching_mechanism.py",
     "experiments/probe_implicit_answers.py",
+    "experiments/matching_noise.py",
+    "experiments/implicit_cot.py",
+    "experiments/probe_emulated_states.py",
     "benchmarks/train_throughput.py",
     "benchmarks/probe_sweep.py",
     "benchmarks/help_speed.py",
 ]
-# not yet: matching_noise.py (its argument parsing needs NOISES and pandas), implicit_cot.py and
-# probe_emulated_states.py (theirs needs reasonlens.icot)
 PROBE = """
 import runpy, sys
 sys.argv = [{path!r}, "--help"]
