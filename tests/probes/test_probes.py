@@ -231,3 +231,13 @@ def test_interrupted_refill_does_not_reopen_as_complete(tmp_path):
     again.append({"h": np.ones((3, 1, 4), np.float32)})
     with pytest.raises(FileNotFoundError, match="no activation store"):
         ActivationStore.open(tmp_path / "s")
+
+
+def test_too_few_test_examples_are_refused():
+    """A handful of held-out examples gives degenerate scores: refused, naming count and minimum."""
+    from reasonlens.probes.linear import MIN_TEST_EXAMPLES
+
+    X, targets = planted(n=30, d=4)  # test_frac 0.2 -> 6 test examples
+    with pytest.raises(ValueError, match=f"leaves 6 test example.*at least {MIN_TEST_EXAMPLES}"):
+        probe_features(X, targets)
+    assert len(probe_features(X, targets, test_frac=0.4)) == len(targets)  # 12 test examples
