@@ -208,22 +208,20 @@ def main(argv: list[str] | None = None) -> int:
     results = pd.DataFrame(rows)
     base = results.examples_per_second[results.method == "no_cot"]
     results["speed_vs_nocot"] = results.examples_per_second / base.iloc[0] if len(base) else float("nan")
-    write_csv(results, args.out / "results.csv")
-    write_csv(run.stage_summary(), args.out / "stages.csv")
+    written = [write_csv(results, args.out / "results.csv")]
+    written.append(write_csv(run.stage_summary(), args.out / "stages.csv"))
     metrics = pd.concat([r.metrics.assign(stage=s) for s, r in run.results.items()], ignore_index=True)
     title = f"Implicit CoT, {setup.digits[0]}x{setup.digits[1]} multiplication, preset {setup.preset}"
-    save_figure(
-        results_figure(results, title), args.out, "results", static=() if args.html_only else ("png",)
-    )
-    save_figure(
-        training_figure(metrics, title), args.out, "training", static=() if args.html_only else ("png",)
-    )
+    static = () if args.html_only else ("png",)
+    written += save_figure(results_figure(results, title), args.out, "results", static=static)
+    written += save_figure(training_figure(metrics, title), args.out, "training", static=static)
     print(
         results[["method", "test_accuracy", "n_params", "examples_per_second", "train_seconds"]].to_string(
             index=False
         )
     )
-    print(f"wrote {args.out / 'results.csv'} ({time.perf_counter() - t_start:.0f} s in all)")
+    print(f"{time.perf_counter() - t_start:.0f} s in all; wrote:")
+    print("  " + "\n  ".join(str(p) for p in written) + f"\n  {run_dir}/<stage>-<key>/ (checkpoints)")
     return 0
 
 

@@ -117,6 +117,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=cli.out_dir, default=Path("figures/matching_noise"), help="output directory")
     p.add_argument("--force", action="store_true", help="retrain runs that already have results")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--html-only", action="store_true", help="skip the PNG copies of the figures (faster)")
     cli.add_backend_options(p)
     args = p.parse_args(argv)
     try:
@@ -367,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         variant_comparison(results, title="Matching Type 1 (k=2): attention noise variants"),
         args.out,
         "variants",
+        static=() if args.html_only else ("png",),
     )
     written += save_figure(
         learning_curves(
@@ -374,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         args.out,
         "learning_curves",
+        static=() if args.html_only else ("png",),
     )
     print(text)
     print(

@@ -40,3 +40,5 @@ def test_help_imports_no_heavy_module(rel):
     last = proc.stdout.strip().splitlines()[-1]
     assert last == "HEAVY= CODE=0", proc.stdout[-500:] + proc.stderr[-2000:]
     assert "usage:" in proc.stdout and "--debug" in proc.stdout
+    if "save_figure(" in Path(path).read_text():  # every script writing figures can skip the PNGs
+        assert "--html-only" in proc.stdout
