@@ -63,6 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=cli.out_dir, default=Path("figures/depth_vs_steps"), help="output directory")
     p.add_argument("--force", action="store_true", help="retrain runs that already have results")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--html-only", action="store_true", help="skip the PNG copies of the figures (faster)")
     cli.add_backend_options(p)
     args = p.parse_args(argv)
     for layer in args.layers or ():
@@ -377,10 +378,11 @@ def main(argv: list[str] | None = None) -> int:
     results = add_cross_order_accuracy(results, pr, out)
     write_csv(results, out / "results.csv")
     written = [out / "results.csv", out / "curves.csv"]
-    written += save_figure(depth_heatmap(results), out, "heatmap")
+    static = () if args.html_only else ("png",)
+    written += save_figure(depth_heatmap(results), out, "heatmap", static=static)
     written += save_figure(
         depth_heatmap(results, value="test_acc", title="test accuracy (unseen pairs) by depth and steps"),
-        out, "heatmap_test",
+        out, "heatmap_test", static=static,
     )  # fmt: skip
     print(accuracy_grid(results))
     print("\n" + accuracy_grid(results, "acc_other_order"))
@@ -394,8 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         written.append(
             write_json({"beyond_serial": summary, "threshold": pr.probe_threshold}, out / "analysis.json")
         )
-        written += save_figure(probe_figure(probes, facet=None), out, "probes")
-        written += save_figure(attention_figure(attention), out, "attention")
+        written += save_figure(probe_figure(probes, facet=None), out, "probes", static=static)
+        written += save_figure(attention_figure(attention), out, "attention", static=static)
         where = f"L={best.n_layers}, k={best.k}, accuracy {best.accuracy:.3f}"
         print(f"\nbeyond the serial bound: {best.run} ({where})")
         print("first residual site where hop j is linearly readable at the query (probe >= 0.9):")

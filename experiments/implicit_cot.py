@@ -45,24 +45,8 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
-
 from reasonlens import cli
-from reasonlens.icot import (
-    RESULT_METHODS,
-    ICoTSetup,
-    add_stage_steps_option,
-    generate_answers,
-    make_data,
-    parse_stage_steps,
-    preset,
-    run_stages,
-)
-from reasonlens.io import write_csv
-from reasonlens.plots import save_figure
-from reasonlens.plots.icot import results_figure, training_figure
-from reasonlens.tasks import multiplication as mult
-from reasonlens.training.trainer import check_device
+from reasonlens.names import ICOT_RESULT_METHODS, add_stage_steps_option, parse_stage_steps
 
 DEFAULT_OUT = Path("figures/implicit_cot")
 
@@ -91,8 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "format from this folder instead of generating data",
     )  # fmt: skip
     p.add_argument(
-        "--methods", nargs="+", default=list(RESULT_METHODS), metavar="METHOD",
-        help=f"which methods to train and test (default: all of {' '.join(RESULT_METHODS)}); "
+        "--methods", nargs="+", default=list(ICOT_RESULT_METHODS), metavar="METHOD",
+        help=f"which methods to train and test (default: all of {' '.join(ICOT_RESULT_METHODS)}); "
         "only the stages they need are trained",
     )  # fmt: skip
     p.add_argument(
@@ -105,6 +89,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.out is None:
         args.out = DEFAULT_OUT / "quick" if args.quick else DEFAULT_OUT
     return args
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and bad arguments are answered here, before the heavy imports below
+
+import pandas as pd  # noqa: E402
+
+from reasonlens.icot import RESULT_METHODS, ICoTSetup, generate_answers, make_data, preset, run_stages  # noqa: E402
+from reasonlens.io import write_csv  # noqa: E402
+from reasonlens.plots import save_figure  # noqa: E402
+from reasonlens.plots.icot import results_figure, training_figure  # noqa: E402
+from reasonlens.tasks import multiplication as mult  # noqa: E402
+from reasonlens.training.trainer import check_device  # noqa: E402
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -211,22 +208,20 @@ def main(argv: list[str] | None = None) -> int:
     results = pd.DataFrame(rows)
     base = results.examples_per_second[results.method == "no_cot"]
     results["speed_vs_nocot"] = results.examples_per_second / base.iloc[0] if len(base) else float("nan")
-    write_csv(results, args.out / "results.csv")
-    write_csv(run.stage_summary(), args.out / "stages.csv")
+    written = [write_csv(results, args.out / "results.csv")]
+    written.append(write_csv(run.stage_summary(), args.out / "stages.csv"))
     metrics = pd.concat([r.metrics.assign(stage=s) for s, r in run.results.items()], ignore_index=True)
     title = f"Implicit CoT, {setup.digits[0]}x{setup.digits[1]} multiplication, preset {setup.preset}"
-    save_figure(
-        results_figure(results, title), args.out, "results", static=() if args.html_only else ("png",)
-    )
-    save_figure(
-        training_figure(metrics, title), args.out, "training", static=() if args.html_only else ("png",)
-    )
+    static = () if args.html_only else ("png",)
+    written += save_figure(results_figure(results, title), args.out, "results", static=static)
+    written += save_figure(training_figure(metrics, title), args.out, "training", static=static)
     print(
         results[["method", "test_accuracy", "n_params", "examples_per_second", "train_seconds"]].to_string(
             index=False
         )
     )
-    print(f"wrote {args.out / 'results.csv'} ({time.perf_counter() - t_start:.0f} s in all)")
+    print(f"{time.perf_counter() - t_start:.0f} s in all; wrote:")
+    print("  " + "\n  ".join(str(p) for p in written) + f"\n  {run_dir}/<stage>-<key>/ (checkpoints)")
     return 0
 
 

@@ -45,6 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=cli.out_dir, default=Path("figures/matching_init"), help="output directory")
     p.add_argument("--force", action="store_true", help="retrain runs that already have results")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--html-only", action="store_true", help="skip the PNG copies of the figures (faster)")
     cli.add_backend_options(p)
     args = p.parse_args(argv)
     for name in ("gammas",):
@@ -264,11 +265,13 @@ def main(argv: list[str] | None = None) -> int:
         accuracy_vs_setting(results, title="Matching Type 1 (k=2): final accuracy vs init rate"),
         args.out,
         "accuracy_vs_gamma",
+        static=() if args.html_only else ("png",),
     )
     written += save_figure(
         learning_curves(curves, title="Matching Type 1 (k=2): accuracy during training"),
         args.out,
         "learning_curves",
+        static=() if args.html_only else ("png",),
     )
     print(summarize(results))
     elapsed = time.perf_counter() - t0

@@ -14,13 +14,14 @@ models for a few seconds instead (a smoke test).
 
 Writes under figures/matching_mechanism/ (or --out): models.csv, accuracy.csv, probes.csv,
 attention.csv, matching_matrix.csv, matching_scores.csv, patching.csv, information_flow.csv,
-summary.json, and a figure for each (HTML always, PNG when Chromium is available).
+summary.json, and a figure for each (HTML always, PNG when Chromium is available). Prints a few
+lines per model (accuracies, where each hop becomes readable, the strongest matching head) and the
+files written; the whole summary is in summary.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -213,11 +214,33 @@ def main(argv: list[str] | None = None) -> dict:
         figures[f"information_flow{suffix}"] = information_flow_figure(
             edges, tokens=tokens, title=f"Information flow, {name}: {' '.join(tokens)}"
         )
+    written = sorted(out.glob("*.csv")) + [out / "summary.json"]
     for fig_name, fig in figures.items():
-        save_figure(fig, out, fig_name, static=static)
-    print(json.dumps(summary, indent=1))
-    print(f"wrote {out}", file=sys.stderr)
+        written += save_figure(fig, out, fig_name, static=static)
+    print("\n".join(short_summary(summary)))
+    print(f"full summary: {out / 'summary.json'}")
+    print("wrote:\n  " + "\n  ".join(str(p) for p in written))
     return summary
+
+
+def short_summary(summary: dict) -> list[str]:
+    """A few lines per analysed model (the whole summary is in summary.json)."""
+    lines = []
+    for name, s in summary.items():
+        acc = " ".join(f"{split} {v:.3f}" for split, v in s.get("accuracy", {}).items())
+        first = s.get("hop_first_site", {})
+        hops = ", ".join(f"{t} at {site or 'none'}" for t, site in first.items())
+        heads = s.get("matching_matrix", {})
+        best = max(heads.items(), key=lambda kv: kv[1]["diag_argmax_frac"], default=None)
+        lines.append(f"{name}: accuracy {acc}")
+        if hops:
+            lines.append(f"  first site where a probe reads the hop (accuracy >= 0.9): {hops}")
+        if best is not None:
+            lines.append(
+                f"  strongest matching head {best[0]}: diagonal argmax {best[1]['diag_argmax_frac']:.2f}, "
+                f"z-score {best[1]['diag_zscore']:.1f}"
+            )
+    return lines
 
 
 if __name__ == "__main__":

@@ -30,21 +30,134 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import pandas as pd
-
 from reasonlens import cli
-from reasonlens.interventions import noise_share, noise_strengths
-from reasonlens.io import write_csv
-from reasonlens.models import ModelConfig, Transformer
-from reasonlens.models.config import NOISES
-from reasonlens.plots import save_figure
-from reasonlens.plots.interventions import variant_comparison
-from reasonlens.plots.training import learning_curves
-from reasonlens.training.grid import add_backend_options, backend_from_args
-from reasonlens.training.matching_runs import GridPreset, MatchingRun, grid_train_config, run_grid
+from reasonlens.names import NOISES
 
 Setting = tuple[str, float]  # (norm, gamma)
 Variant = tuple[str, float]  # (noise, alpha)
+
+
+def parse_setting(text: str) -> Setting:
+    """``"post:1.0"`` -> ("post", 1.0)."""
+    norm, sep, gamma = text.partition(":")
+    if not sep or norm not in ("pre", "post", "none"):
+        raise ValueError(f"a setting is NORM:GAMMA with NORM in pre/post/none, e.g. post:1.0; got {text!r}")
+    try:
+        g = float(gamma)
+    except ValueError:
+        raise ValueError(f"setting {text!r}: gamma {gamma!r} is not a number") from None
+    if not math.isfinite(g) or g < 0:
+        raise ValueError(f"setting {text!r}: gamma must be finite and >= 0")
+    return norm, g
+
+
+def parse_variant(text: str) -> Variant:
+    """``"fixed:0.3"`` -> ("fixed", 0.3); ``"none"`` -> ("none", 0.0)."""
+    noise, sep, alpha = text.partition(":")
+    if noise not in NOISES:
+        raise ValueError(f"a variant is NOISE[:ALPHA] with NOISE in {NOISES}; got {text!r}")
+    if noise == "none":
+        if sep and float(alpha or 0) != 0:
+            raise ValueError(f"variant {text!r}: 'none' takes no strength")
+        return "none", 0.0
+    if not sep:
+        raise ValueError(f"variant {text!r} needs a strength, e.g. {noise}:1.0")
+    try:
+        a = float(alpha)
+    except ValueError:
+        raise ValueError(f"variant {text!r}: strength {alpha!r} is not a number") from None
+    if not math.isfinite(a) or a < 0 or (a == 0 and noise != "learned"):
+        raise ValueError(f"variant {text!r}: strength must be finite and > 0 (>= 0 for learned)")
+    return noise, a
+
+
+def variant_label(noise: str, alpha: float) -> str:
+    return "none" if noise == "none" else f"{noise} a={alpha:g}"
+
+
+def settings_from_results(results_dir: Path) -> tuple[Setting, ...]:
+    """The (norm, gamma) cells of a matching_init results.csv where fewer than half of the seeds
+    reached 99% test accuracy: where the plain model learns slowly or not at all."""
+    import pandas as pd  # here: parse_args calls this before the module's heavy imports
+
+    path = results_dir / "results.csv"
+    if not path.is_file():
+        raise ValueError(f"--settings-from: no results.csv in {results_dir}")
+    df = pd.read_csv(path)
+    missing = {"norm", "gamma", "step_99"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{path} lacks column(s) {sorted(missing)}")
+    reached = df.assign(ok=df.step_99.notna()).groupby(["norm", "gamma"]).ok.mean()
+    slow = tuple((str(n), float(g)) for (n, g), frac in reached.items() if frac < 0.5)
+    if not slow:
+        raise ValueError(f"{path}: every setting reached 99% test accuracy in most seeds; pass --settings")
+    return slow
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = cli.grid_parser(__doc__)
+    p.add_argument("--settings", nargs="+", metavar="NORM:GAMMA", help="e.g. post:1.0 pre:1.0 (preset's)")
+    p.add_argument(
+        "--settings-from", type=Path, metavar="DIR",
+        help="take the settings from a matching_init output: cells where < half the seeds reached 99%%",
+    )  # fmt: skip
+    p.add_argument(
+        "--variants", nargs="+", metavar="NOISE[:ALPHA]",
+        help="e.g. none fixed:0.3 fixed:1 learned:1 identity:1 (preset's if omitted)",
+    )  # fmt: skip
+    p.add_argument("--seeds", type=cli.seed, nargs="+", help="seeds (model init, noise matrices and data)")
+    p.add_argument("--steps", type=cli.positive_int, help="optimizer steps per run (overrides the preset)")
+    p.add_argument("--lr", type=cli.positive_float, help="peak learning rate (overrides the preset)")
+    p.add_argument(
+        "--d-model", type=cli.positive_int, help="model width (d_head follows it for the CPU preset)"
+    )
+    p.add_argument("--no-early-stop", action="store_true", help="always train the full number of steps")
+    p.add_argument("--fp32", action="store_true", help="disable bf16 autocast (the CPU preset uses it)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
+    p.add_argument("--out", type=cli.out_dir, default=Path("figures/matching_noise"), help="output directory")
+    p.add_argument("--force", action="store_true", help="retrain runs that already have results")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--html-only", action="store_true", help="skip the PNG copies of the figures (faster)")
+    cli.add_backend_options(p)
+    args = p.parse_args(argv)
+    try:
+        args.settings = (
+            tuple(dict.fromkeys(parse_setting(s) for s in args.settings)) if args.settings else None
+        )
+        args.variants = (
+            tuple(dict.fromkeys(parse_variant(v) for v in args.variants)) if args.variants else None
+        )
+    except ValueError as err:
+        p.error(str(err))
+    if args.settings and args.settings_from:
+        p.error("give --settings or --settings-from, not both")
+    if args.settings_from is not None:
+        try:
+            args.settings = settings_from_results(args.settings_from)
+        except ValueError as err:
+            p.error(str(err))
+    if args.steps is not None and args.steps < 1:
+        p.error(f"--steps must be >= 1; got {args.steps}")
+    if args.lr is not None and not args.lr > 0:
+        p.error(f"--lr must be > 0; got {args.lr}")
+    if args.d_model is not None and args.d_model < 4:
+        p.error(f"--d-model must be >= 4; got {args.d_model}")
+    return args
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and bad arguments are answered here, before the heavy imports below
+
+import pandas as pd  # noqa: E402
+
+from reasonlens.interventions import noise_share, noise_strengths  # noqa: E402
+from reasonlens.io import write_csv  # noqa: E402
+from reasonlens.models import ModelConfig, Transformer  # noqa: E402
+from reasonlens.plots import save_figure  # noqa: E402
+from reasonlens.plots.interventions import variant_comparison  # noqa: E402
+from reasonlens.plots.training import learning_curves  # noqa: E402
+from reasonlens.training.grid import backend_from_args  # noqa: E402
+from reasonlens.training.matching_runs import GridPreset, MatchingRun, grid_train_config, run_grid  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -146,111 +259,6 @@ PRESETS = {
         bf16=False,
     ),
 }
-
-
-def parse_setting(text: str) -> Setting:
-    """``"post:1.0"`` -> ("post", 1.0)."""
-    norm, sep, gamma = text.partition(":")
-    if not sep or norm not in ("pre", "post", "none"):
-        raise ValueError(f"a setting is NORM:GAMMA with NORM in pre/post/none, e.g. post:1.0; got {text!r}")
-    try:
-        g = float(gamma)
-    except ValueError:
-        raise ValueError(f"setting {text!r}: gamma {gamma!r} is not a number") from None
-    if not math.isfinite(g) or g < 0:
-        raise ValueError(f"setting {text!r}: gamma must be finite and >= 0")
-    return norm, g
-
-
-def parse_variant(text: str) -> Variant:
-    """``"fixed:0.3"`` -> ("fixed", 0.3); ``"none"`` -> ("none", 0.0)."""
-    noise, sep, alpha = text.partition(":")
-    if noise not in NOISES:
-        raise ValueError(f"a variant is NOISE[:ALPHA] with NOISE in {NOISES}; got {text!r}")
-    if noise == "none":
-        if sep and float(alpha or 0) != 0:
-            raise ValueError(f"variant {text!r}: 'none' takes no strength")
-        return "none", 0.0
-    if not sep:
-        raise ValueError(f"variant {text!r} needs a strength, e.g. {noise}:1.0")
-    try:
-        a = float(alpha)
-    except ValueError:
-        raise ValueError(f"variant {text!r}: strength {alpha!r} is not a number") from None
-    if not math.isfinite(a) or a < 0 or (a == 0 and noise != "learned"):
-        raise ValueError(f"variant {text!r}: strength must be finite and > 0 (>= 0 for learned)")
-    return noise, a
-
-
-def variant_label(noise: str, alpha: float) -> str:
-    return "none" if noise == "none" else f"{noise} a={alpha:g}"
-
-
-def settings_from_results(results_dir: Path) -> tuple[Setting, ...]:
-    """The (norm, gamma) cells of a matching_init results.csv where fewer than half of the seeds
-    reached 99% test accuracy: where the plain model learns slowly or not at all."""
-    path = results_dir / "results.csv"
-    if not path.is_file():
-        raise ValueError(f"--settings-from: no results.csv in {results_dir}")
-    df = pd.read_csv(path)
-    missing = {"norm", "gamma", "step_99"} - set(df.columns)
-    if missing:
-        raise ValueError(f"{path} lacks column(s) {sorted(missing)}")
-    reached = df.assign(ok=df.step_99.notna()).groupby(["norm", "gamma"]).ok.mean()
-    slow = tuple((str(n), float(g)) for (n, g), frac in reached.items() if frac < 0.5)
-    if not slow:
-        raise ValueError(f"{path}: every setting reached 99% test accuracy in most seeds; pass --settings")
-    return slow
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = cli.grid_parser(__doc__)
-    p.add_argument("--settings", nargs="+", metavar="NORM:GAMMA", help="e.g. post:1.0 pre:1.0 (preset's)")
-    p.add_argument(
-        "--settings-from", type=Path, metavar="DIR",
-        help="take the settings from a matching_init output: cells where < half the seeds reached 99%%",
-    )  # fmt: skip
-    p.add_argument(
-        "--variants", nargs="+", metavar="NOISE[:ALPHA]",
-        help="e.g. none fixed:0.3 fixed:1 learned:1 identity:1 (preset's if omitted)",
-    )  # fmt: skip
-    p.add_argument("--seeds", type=cli.seed, nargs="+", help="seeds (model init, noise matrices and data)")
-    p.add_argument("--steps", type=cli.positive_int, help="optimizer steps per run (overrides the preset)")
-    p.add_argument("--lr", type=cli.positive_float, help="peak learning rate (overrides the preset)")
-    p.add_argument(
-        "--d-model", type=cli.positive_int, help="model width (d_head follows it for the CPU preset)"
-    )
-    p.add_argument("--no-early-stop", action="store_true", help="always train the full number of steps")
-    p.add_argument("--fp32", action="store_true", help="disable bf16 autocast (the CPU preset uses it)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
-    p.add_argument("--out", type=cli.out_dir, default=Path("figures/matching_noise"), help="output directory")
-    p.add_argument("--force", action="store_true", help="retrain runs that already have results")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    add_backend_options(p)
-    args = p.parse_args(argv)
-    try:
-        args.settings = (
-            tuple(dict.fromkeys(parse_setting(s) for s in args.settings)) if args.settings else None
-        )
-        args.variants = (
-            tuple(dict.fromkeys(parse_variant(v) for v in args.variants)) if args.variants else None
-        )
-    except ValueError as err:
-        p.error(str(err))
-    if args.settings and args.settings_from:
-        p.error("give --settings or --settings-from, not both")
-    if args.settings_from is not None:
-        try:
-            args.settings = settings_from_results(args.settings_from)
-        except ValueError as err:
-            p.error(str(err))
-    if args.steps is not None and args.steps < 1:
-        p.error(f"--steps must be >= 1; got {args.steps}")
-    if args.lr is not None and not args.lr > 0:
-        p.error(f"--lr must be > 0; got {args.lr}")
-    if args.d_model is not None and args.d_model < 4:
-        p.error(f"--d-model must be >= 4; got {args.d_model}")
-    return args
 
 
 def build_runs(args: argparse.Namespace) -> list[MatchingRun]:
@@ -360,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         variant_comparison(results, title="Matching Type 1 (k=2): attention noise variants"),
         args.out,
         "variants",
+        static=() if args.html_only else ("png",),
     )
     written += save_figure(
         learning_curves(
@@ -367,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         args.out,
         "learning_curves",
+        static=() if args.html_only else ("png",),
     )
     print(text)
     print(

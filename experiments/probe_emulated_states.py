@@ -10,7 +10,9 @@ Probes are multinomial logistic regressions on standardised features (reasonlens
 "sklearn"), one train/test split by example (70/30) shared by all fits, each with a shuffled-label
 control. The models come from experiments/implicit_cot.py's
 checkpoints for the same preset, digits and seed (under --runs); whatever is missing is trained
-first, exactly as that script would. Writes under --out:
+first, exactly as that script would. Without --out and --runs they are implicit_cot.py's own
+(figures/implicit_cot/runs); with --out alone, OUT/runs, so nothing is written outside --out (pass
+--runs figures/implicit_cot/runs to reuse implicit_cot.py's models there). Writes under --out:
 
   probes.csv       source, layer, target, group, metric, score, control_score, selectivity,
                    n_train, n_test, chance (one row per fit)
@@ -29,17 +31,8 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
-
 from reasonlens import cli
-from reasonlens.icot import add_stage_steps_option, make_data, parse_stage_steps, preset, run_stages
-from reasonlens.icot.activations import SOURCES, collect_states, probe_targets, target_group
-from reasonlens.icot.probing import probe_table
-from reasonlens.io import write_csv
-from reasonlens.plots import save_figure
-from reasonlens.plots.icot import emulated_probe_figure
-from reasonlens.tasks import multiplication as mult
-from reasonlens.training.trainer import check_device
+from reasonlens.names import add_stage_steps_option, parse_stage_steps
 
 DEFAULT_OUT = Path("figures/probe_emulated_states")
 DEFAULT_RUNS = Path("figures/implicit_cot/runs")  # where experiments/implicit_cot.py keeps them
@@ -68,7 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--runs",
         type=Path,
         default=None,
-        help=f"checkpoint folder (default {DEFAULT_RUNS}, or {QUICK_RUNS} with --quick)",
+        help=f"checkpoint folder, where missing models are trained (default: OUT/runs when --out is "
+        f"given, so that nothing is written outside it; otherwise implicit_cot.py's {DEFAULT_RUNS}, or "
+        f"{QUICK_RUNS} with --quick, reusing its models)",
     )
     p.add_argument(
         "--max-iter", type=cli.positive_int, default=200, help="L-BFGS iterations per probe (default 200)"
@@ -77,11 +72,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--html-only", action="store_true", help="skip the PNG copies of the figures (faster)")
     args = p.parse_args(argv)
+    if args.runs is None:  # --out alone keeps every write under it; neither reuses implicit_cot.py's
+        args.runs = args.out / "runs" if args.out is not None else QUICK_RUNS if args.quick else DEFAULT_RUNS
     if args.out is None:
         args.out = DEFAULT_OUT / "quick" if args.quick else DEFAULT_OUT
-    if args.runs is None:
-        args.runs = QUICK_RUNS if args.quick else DEFAULT_RUNS
     return args
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and bad arguments are answered here, before the heavy imports below
+
+import pandas as pd  # noqa: E402
+
+from reasonlens.icot import make_data, preset, run_stages  # noqa: E402
+from reasonlens.icot.activations import SOURCES, collect_states, probe_targets, target_group  # noqa: E402
+from reasonlens.icot.probing import probe_table  # noqa: E402
+from reasonlens.io import write_csv  # noqa: E402
+from reasonlens.plots import save_figure  # noqa: E402
+from reasonlens.plots.icot import emulated_probe_figure  # noqa: E402
+from reasonlens.tasks import multiplication as mult  # noqa: E402
+from reasonlens.training.trainer import check_device  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,17 +123,16 @@ def main(argv: list[str] | None = None) -> int:
     t_probe = time.perf_counter()
     table = probe_table(features, targets, seed=args.seed, max_iter=args.max_iter)
     table.insert(3, "group", table.target.map(target_group))
-    write_csv(table, args.out / "probes.csv")
+    written = [write_csv(table, args.out / "probes.csv")]
     title = f"Linear probes, {setup.digits[0]}x{setup.digits[1]} multiplication, preset {setup.preset}"
-    save_figure(
-        emulated_probe_figure(table, title), args.out, "probes", static=() if args.html_only else ("png",)
-    )
+    static = () if args.html_only else ("png",)
+    written += save_figure(emulated_probe_figure(table, title), args.out, "probes", static=static)
     summary = table.pivot_table(index=["group", "source"], columns="layer", values="score", aggfunc="mean")
     with pd.option_context("display.width", 160, "display.precision", 3):
         print("mean probe accuracy by layer:")
         print(summary.to_string())
-    print(f"probes took {time.perf_counter() - t_probe:.0f} s; wrote {args.out / 'probes.csv'} "
-          f"({time.perf_counter() - t0:.0f} s in all)")  # fmt: skip
+    print(f"probes took {time.perf_counter() - t_probe:.0f} s ({time.perf_counter() - t0:.0f} s in all); "
+          "wrote:\n  " + "\n  ".join(str(p) for p in written))  # fmt: skip
     return 0
 
 

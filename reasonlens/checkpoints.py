@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from reasonlens.io import clean_stale_temps, temp_path
+
 HASH_KEY = "tensors_sha256"
 
 
@@ -45,37 +47,6 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def temp_path(path: Path) -> Path:
-    """Where a write of ``path`` by this process goes before its rename."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def clean_stale_temps(path: Path) -> list[Path]:
-    """Remove temp files of ``path`` left by writers that no longer run; return those removed."""
-    removed = []
-    if not path.parent.is_dir():
-        return removed
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2 : -len(".tmp")]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            try:
-                tmp.unlink()
-                removed.append(tmp)
-            except FileNotFoundError:
-                pass
-    return removed
 
 
 def atomic_save_safetensors(tensors: dict[str, Tensor], path: Path, header: dict[str, str]) -> None:

@@ -12,13 +12,14 @@ LIGHT = [
     "experiments/depth_vs_steps.py",
     "experiments/matching_mechanism.py",
     "experiments/probe_implicit_answers.py",
+    "experiments/matching_noise.py",
+    "experiments/implicit_cot.py",
+    "experiments/probe_emulated_states.py",
     "benchmarks/train_throughput.py",
     "benchmarks/probe_sweep.py",
     "benchmarks/help_speed.py",
     "benchmarks/grid_throughput.py",
 ]
-# not yet: matching_noise.py (its argument parsing needs NOISES and pandas), implicit_cot.py and
-# probe_emulated_states.py (theirs needs reasonlens.icot)
 PROBE = """
 import runpy, sys
 sys.argv = [{path!r}, "--help"]
@@ -40,3 +41,5 @@ def test_help_imports_no_heavy_module(rel):
     last = proc.stdout.strip().splitlines()[-1]
     assert last == "HEAVY= CODE=0", proc.stdout[-500:] + proc.stderr[-2000:]
     assert "usage:" in proc.stdout and "--debug" in proc.stdout
+    if "save_figure(" in Path(path).read_text():  # every script writing figures can skip the PNGs
+        assert "--html-only" in proc.stdout

@@ -18,7 +18,6 @@ Presets (:func:`preset`):
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import hashlib
@@ -34,8 +33,6 @@ from reasonlens.icot.internalize import RemovalSchedule
 from reasonlens.icot.modules import ImplicitCoT, MindReadingStudent, ThoughtEmulator
 from reasonlens.icot.running_sum import RunningSumHeads
 from reasonlens.icot.stages import (
-    METHOD_STAGES,
-    STAGES,
     train_coupled,
     train_emulator,
     train_internalized,
@@ -46,11 +43,14 @@ from reasonlens.icot.stages import (
 )
 from reasonlens.io import write_json
 from reasonlens.models import ModelConfig, Transformer
+from reasonlens.names import ICOT_ALL_STAGES
+from reasonlens.names import add_stage_steps_option as add_stage_steps_option  # re-exported
+from reasonlens.names import parse_stage_steps as parse_stage_steps  # re-exported
 from reasonlens.tasks import multiplication as mult
 from reasonlens.training import TrainConfig, TrainResult
 
 MODELS: tuple[str, ...] = ("nocot", "teacher", "student", "emulator", "internalize", "aux")
-ALL_STAGES: tuple[str, ...] = STAGES + METHOD_STAGES
+ALL_STAGES: tuple[str, ...] = ICOT_ALL_STAGES  # stages.STAGES + stages.METHOD_STAGES
 # what each stage reads from
 UPSTREAM: dict[str, tuple[str, ...]] = {
     "nocot": (), "teacher": (), "student": ("teacher",), "emulator": ("teacher",),
@@ -267,34 +267,6 @@ class ICoTSetup:
                 raise ValueError(f"steps for stage {stage!r} must be a positive integer; got {n!r}")
         training = {k: dataclasses.replace(v, steps=steps.get(k, v.steps)) for k, v in self.training.items()}
         return dataclasses.replace(self, training=training)
-
-
-def add_stage_steps_option(parser: argparse.ArgumentParser) -> None:
-    """The scripts' ``--stage-steps STAGE=N ...`` option (read it with :func:`parse_stage_steps`)."""
-    parser.add_argument(
-        "--stage-steps", nargs="+", metavar="STAGE=N",
-        help="train these stages for N steps instead of the preset's, e.g. student=2400 (stages: "
-        f"{' '.join(ALL_STAGES)}; downstream stages retrain with them)",
-    )  # fmt: skip
-
-
-def parse_stage_steps(items: list[str] | None) -> dict[str, int]:
-    """``["student=2400", "coupled=3000"]`` -> ``{"student": 2400, "coupled": 3000}``, or a
-    ValueError naming the bad item (the form of the scripts' ``--stage-steps`` option)."""
-    steps: dict[str, int] = {}
-    for item in items or ():
-        stage, sep, n = item.partition("=")
-        if not sep or stage not in ALL_STAGES:
-            raise ValueError(
-                f"--stage-steps: expected STAGE=N with STAGE one of {list(ALL_STAGES)}; got {item!r}"
-            )
-        try:
-            steps[stage] = int(n)
-        except ValueError:
-            raise ValueError(f"--stage-steps: {item!r}: {n!r} is not an integer") from None
-        if steps[stage] < 1:
-            raise ValueError(f"--stage-steps: {item!r}: steps must be >= 1")
-    return steps
 
 
 def _digest(spec: dict[str, Any]) -> str:

@@ -32,6 +32,7 @@ from reasonlens.icot.running_sum import (
 )
 from reasonlens.icot.states import teacher_states
 from reasonlens.models import Transformer
+from reasonlens.names import ICOT_METHOD_STAGES, ICOT_STAGES
 from reasonlens.tasks.batch import Batch
 from reasonlens.tasks.multiplication import MultiplicationData
 from reasonlens.training import (
@@ -45,8 +46,8 @@ from reasonlens.training import (
 )
 
 LogitsFn = Callable[[nn.Module, Batch], Tensor]
-STAGES: tuple[str, ...] = ("nocot", "teacher", "student", "emulator", "coupled")
-METHOD_STAGES: tuple[str, ...] = ("internalize", "aux")
+STAGES: tuple[str, ...] = ICOT_STAGES
+METHOD_STAGES: tuple[str, ...] = ICOT_METHOD_STAGES
 
 
 # -- losses and metrics ------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from reasonlens.names import NOISES
+
 FLOAT32_TINY = 1.1754943508222875e-38  # torch.finfo(torch.float32).tiny
 
 Norm = Literal["pre", "post", "none"]
@@ -22,7 +24,6 @@ Noise = Literal["none", "fixed", "learned", "identity"]
 NORMS = ("pre", "post", "none")
 INITS = ("normal", "uniform")
 ACT_FNS = ("relu", "gelu", "gelu_new")
-NOISES = ("none", "fixed", "learned", "identity")
 
 
 @dataclass

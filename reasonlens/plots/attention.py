@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from reasonlens.plots.common import facet_grid, facet_values, select
+from reasonlens.plots.common import facet_grid, facet_values, fit_layout, select
 
 
 def _series(row: pd.Series) -> str:
@@ -47,4 +47,4 @@ def attention_figure(df: pd.DataFrame, facet: str = "model") -> go.Figure:
         barmode="group", scattermode="group", template="plotly_white", height=420,
         width=max(560, 460 * len(panels)),
     )  # fmt: skip
-    return fig
+    return fit_layout(fig)

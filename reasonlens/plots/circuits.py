@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from reasonlens.plots.common import facet_grid, facet_values, select
+from reasonlens.plots.common import facet_grid, facet_values, fit_layout, select
 
 
 def matching_matrix_figure(df: pd.DataFrame, facet: str = "model", head: int = 0) -> go.Figure:
@@ -37,4 +37,4 @@ def matching_matrix_figure(df: pd.DataFrame, facet: str = "model", head: int = 0
         title=f"Matching matrix E W_QK(l) (E W_OV(l-1))^T, head {head}", template="plotly_white",
         height=380 * len(rows) + 80, width=380 * len(layers) + 120,
     )  # fmt: skip
-    return fig
+    return fit_layout(fig)

@@ -8,6 +8,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from reasonlens.plots.common import fit_layout
+
 
 def information_flow_figure(
     edges: pd.DataFrame,
@@ -56,4 +58,4 @@ def information_flow_figure(
         title=title or f"Information flow (attention weight >= {min_weight}; dashed: residual)",
         template="plotly_white", height=150 * (n_layers + 1) + 120, width=max(600, 60 * n_pos + 200),
     )  # fmt: skip
-    return fig
+    return fit_layout(fig)

@@ -7,6 +7,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from reasonlens.plots.common import fit_layout
+
 METHOD_LABELS = {
     "no_cot": "no CoT", "explicit_cot": "explicit CoT", "implicit_kd": "implicit CoT (KD)",
     "implicit_si": "stepwise internalization", "aux_running_sum": "running-sum loss",
@@ -27,7 +29,7 @@ def results_figure(results: pd.DataFrame, title: str) -> go.Figure:
     fig.update_yaxes(range=[0, 1.15 * float(speed.max())], row=1, col=2)
     fig.update_yaxes(title_text="examples per second", row=1, col=2)
     fig.update_layout(title=title, template="plotly_white", width=900, height=420)
-    return fig
+    return fit_layout(fig)
 
 
 def training_figure(metrics: pd.DataFrame, title: str) -> go.Figure:
@@ -47,7 +49,7 @@ def training_figure(metrics: pd.DataFrame, title: str) -> go.Figure:
     fig.update_yaxes(range=[0, 1.05], row=1, col=1)
     fig.update_yaxes(type="log", row=1, col=2)
     fig.update_layout(title=title, template="plotly_white", width=1000, height=420)
-    return fig
+    return fit_layout(fig)
 
 
 def emulated_probe_figure(probes: pd.DataFrame, title: str) -> go.Figure:
@@ -70,7 +72,7 @@ def emulated_probe_figure(probes: pd.DataFrame, title: str) -> go.Figure:
         fig.update_xaxes(title_text="layer", dtick=1, row=1, col=col)
     fig.update_yaxes(range=[0, 1.02], title_text="probe accuracy (test)", row=1, col=1)
     fig.update_layout(title=title, template="plotly_white", width=260 * len(groups) + 200, height=430)
-    return fig
+    return fit_layout(fig)
 
 
 ANSWER_TARGET_ORDER = ["running_sum", "column_sum", "carry_in", "answer_digit"]
@@ -101,7 +103,7 @@ def answer_probe_figure(probes: pd.DataFrame, title: str) -> go.Figure:
         fig.update_xaxes(title_text="depth (0 = embeddings)", dtick=1, row=1, col=col)
         fig.update_yaxes(range=[-0.05, 1.02], row=1, col=col)
     fig.update_layout(title=title, template="plotly_white", width=280 * len(targets) + 220, height=430)
-    return fig
+    return fit_layout(fig)
 
 
 def answer_attention_figure(attention: pd.DataFrame, title: str) -> go.Figure:
@@ -120,4 +122,4 @@ def answer_attention_figure(attention: pd.DataFrame, title: str) -> go.Figure:
                         coloraxis="coloraxis", row=1, col=col)  # fmt: skip
     fig.update_layout(title=title, template="plotly_white", width=230 * len(panels) + 200, height=380,
                       coloraxis=dict(colorscale="Viridis", colorbar_title="attention"))  # fmt: skip
-    return fig
+    return fit_layout(fig)

@@ -10,6 +10,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from reasonlens.plots.common import fit_layout
+
 VARIANT_PANELS = (
     ("step_99", "steps to 99% test accuracy"),
     ("test_acc", "final test accuracy"),
@@ -70,13 +72,25 @@ def variant_comparison(
                         row=r, col=c,
                     )  # fmt: skip
             if column.endswith("_acc"):
-                fig.update_yaxes(range=[0, 1.02], row=r, col=c)
+                fig.update_yaxes(range=[0, 1.02], title_text="accuracy", row=r, col=c)
+            elif column == "step_99":
+                top = float(pd.to_numeric(sub[budget], errors="coerce").max())
+                steps = pd.to_numeric(sub[column], errors="coerce")
+                fig.update_yaxes(title_text="steps", row=r, col=c)
+                if np.isfinite(top) and top > 0:  # from 0 to the budget: crosses sit at the top
+                    fig.update_yaxes(range=[0, 1.08 * top], row=r, col=c)
+                if not steps.notna().any():
+                    axis = "" if (r - 1) * len(panels) + c == 1 else str((r - 1) * len(panels) + c)
+                    fig.add_annotation(
+                        text="no run reached 99%", showarrow=False, font=dict(size=13, color="grey"),
+                        xref=f"x{axis} domain", yref=f"y{axis} domain", x=0.5, y=0.5,
+                    )  # fmt: skip
     fig.update_layout(
         title=f"{title} (points: seeds; bars: means; crosses: never reached 99%, drawn at the budget)",
         template="plotly_white", barmode="overlay", height=330 * len(facets) + 120,
         width=max(900, 120 * len(variants) * len(panels)),
     )  # fmt: skip
-    return fig
+    return fit_layout(fig)
 
 
 def serial_bound(n_layers: int) -> int:
@@ -103,7 +117,7 @@ def depth_heatmap(
     ks = sorted(results.k.unique())
     fig = make_subplots(
         rows=1, cols=len(facets), shared_yaxes=True, horizontal_spacing=0.08,
-        subplot_titles=[f"{facet} = {f}" if f is not None else "" for f in facets],
+        subplot_titles=[f"{facet}: {f}" if f is not None else "" for f in facets],
     )  # fmt: skip
     lines = (  # name, bound, dash, colour, small offset so coinciding lines stay visible
         ("serial k = L-1", serial_bound, "solid", "black", -0.04),
@@ -139,4 +153,4 @@ def depth_heatmap(
         template="plotly_white", height=200 + 90 * len(layers), width=max(620, 520 * len(facets)),
         legend=dict(orientation="h", yanchor="top", y=-0.2, x=0),
     )  # fmt: skip
-    return fig
+    return fit_layout(fig)

@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from reasonlens.plots.common import facet_grid, facet_values, hook_labels, ordered_hooks, select
+from reasonlens.plots.common import facet_grid, facet_values, fit_layout, hook_labels, ordered_hooks, select
 from reasonlens.probes.targets import hop_of
 
 
@@ -58,4 +58,4 @@ def probe_figure(
         template="plotly_white", height=520, width=max(560, 440 * len(panels)),
         legend=dict(orientation="h", yanchor="top", y=-0.25, x=0),
     )  # fmt: skip
-    return fig
+    return fit_layout(fig)

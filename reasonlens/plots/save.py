@@ -14,6 +14,8 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from reasonlens.plots.common import fit_layout
+
 _static_ok: bool | None = None  # unknown until the first attempt
 
 
@@ -35,6 +37,7 @@ def save_figure(
     """Write ``out_dir/name.html`` (plotly.js embedded, viewable offline) and, when possible,
     ``out_dir/name.{png,svg}``. Returns the paths written. Each file is written atomically."""
     global _static_ok
+    fit_layout(fig)  # titles wrapped, width capped, whoever built the figure
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     html = out / f"{name}.html"

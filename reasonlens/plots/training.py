@@ -9,6 +9,8 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from reasonlens.plots.common import fit_layout, value_label
+
 SPLIT_TITLES = {"train": "train distribution", "test": "test (unseen pairs)", "ood": "OOD tokens"}
 
 
@@ -41,7 +43,7 @@ def accuracy_vs_setting(
                     y=mean.values,
                     mode="lines",
                     line=dict(color=colors[g]),
-                    name=f"{group}={g}",
+                    name=value_label(group, g),
                     legendgroup=str(g),
                     showlegend=col == 1,
                 ),
@@ -54,7 +56,7 @@ def accuracy_vs_setting(
                     y=sub[f"{split}_acc"],
                     mode="markers",
                     marker=dict(color=colors[g], size=8),
-                    name=f"{group}={g} (seeds)",
+                    name=f"{value_label(group, g)} (seeds)",
                     legendgroup=str(g),
                     showlegend=False,
                     customdata=sub[["run"]] if "run" in sub else None,
@@ -65,8 +67,14 @@ def accuracy_vs_setting(
             )
         fig.update_xaxes(title_text=x, row=1, col=col)
     fig.update_yaxes(title_text="accuracy", range=[0, 1.02], row=1, col=1)
-    fig.update_layout(title=title, template="plotly_white", height=420, width=380 * len(splits) + 160)
-    return fig
+    fig.update_layout(
+        title=title,
+        template="plotly_white",
+        height=420,
+        width=380 * len(splits) + 160,
+        legend_title_text=group,
+    )
+    return fit_layout(fig)
 
 
 def learning_curves(
@@ -85,7 +93,9 @@ def learning_curves(
         cols=len(splits),
         shared_xaxes=True,
         shared_yaxes=True,
-        subplot_titles=[f"{rows}={r} · {SPLIT_TITLES.get(s, s)}" for r in row_values for s in splits],
+        subplot_titles=[
+            f"{value_label(rows, r)} · {SPLIT_TITLES.get(s, s)}" for r in row_values for s in splits
+        ],
     )
     color_values = sorted(curves[color].unique())
     colors = dict(zip(color_values, _palette(len(color_values))))
@@ -102,7 +112,7 @@ def learning_curves(
                         y=d.value,
                         mode="lines",
                         line=dict(color=colors[c], width=1.5),
-                        name=f"{color}={c}",
+                        name=value_label(color, c),
                         legendgroup=str(c),
                         showlegend=c not in shown,
                         hovertemplate=f"{run}<br>step %{{x}}<br>{metric} %{{y:.3f}}<extra></extra>",
@@ -120,5 +130,6 @@ def learning_curves(
         template="plotly_white",
         height=300 * len(row_values) + 120,
         width=380 * len(splits) + 160,
+        legend_title_text=color,
     )
-    return fig
+    return fit_layout(fig)

@@ -66,6 +66,9 @@ class LabelSet:
     group: int  # index into the validity masks
 
 
+MIN_TEST_EXAMPLES = 10  # fewer held-out examples than this give degenerate (e.g. 0.0) scores
+
+
 def check_probe_settings(solver: str, alpha: float, test_frac: float, chunk_size: int, n: int) -> None:
     """A ValueError naming the first bad probe setting."""
     if solver not in SOLVERS:
@@ -75,6 +78,12 @@ def check_probe_settings(solver: str, alpha: float, test_frac: float, chunk_size
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}")
     split_examples(n, test_frac)  # checks test_frac against n
+    n_test = int(round(test_frac * n))
+    if n_test < MIN_TEST_EXAMPLES:
+        raise ValueError(
+            f"test_frac={test_frac} of n={n} examples leaves {n_test} test example(s); probes need at "
+            f"least {MIN_TEST_EXAMPLES} to give a meaningful score (collect more examples or raise test_frac)"
+        )
 
 
 def split_examples(n: int, test_frac: float = 0.2, seed: int = 0) -> Bool[np.ndarray, " n"]:

@@ -17,10 +17,13 @@ def load(name):
     return module
 
 
-def test_quick_runs_write_results_then_probes_reuse_the_checkpoints(tmp_path):
+def test_quick_runs_write_results_then_probes_reuse_the_checkpoints(tmp_path, capsys):
     icot = load("implicit_cot")
     out = tmp_path / "icot"
     assert icot.main(["--quick", "--out", str(out), "--no-progress", "--html-only", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out.split("wrote:")[-1]
+    for name in ("results.csv", "stages.csv", "results.html", "training.html"):
+        assert str(out / name) in printed, name
     results = pd.read_csv(out / "results.csv")
     assert list(results.method) == ["no_cot", "explicit_cot", "implicit_kd", "implicit_si", "aux_running_sum"]
     assert results.test_accuracy.between(0, 1).all() and (results.n_test == 32).all()
@@ -62,6 +65,8 @@ def test_quick_runs_write_results_then_probes_reuse_the_checkpoints(tmp_path):
     assert set(table.source) == {"teacher", "emulator", "coupled_emulator", "coupled_student", "nocot"}
     assert table.score.between(0, 1).all() and set(table.layer) == {0, 1}
     assert (pout / "probes.html").exists()
+    printed = capsys.readouterr().out.split("wrote:")[-1]
+    assert str(pout / "probes.csv") in printed and str(pout / "probes.html") in printed
 
     answers = load("probe_implicit_answers")
     aout = tmp_path / "answers"
@@ -115,8 +120,18 @@ def test_bad_arguments_fail_before_any_work(tmp_path, script, argv, message, cap
 def test_quick_runs_default_to_their_own_folders():
     assert load("implicit_cot").parse_args(["--quick"]).out == Path("figures/implicit_cot/quick")
     assert load("implicit_cot").parse_args([]).out == Path("figures/implicit_cot")
-    args = load("probe_emulated_states").parse_args(["--quick"])
+    probe = load("probe_emulated_states")
+    args = probe.parse_args(["--quick"])
     assert args.runs == Path("figures/implicit_cot/quick/runs") and args.out.name == "quick"
+    assert probe.parse_args([]).runs == Path("figures/implicit_cot/runs")  # implicit_cot.py's models
+
+
+def test_probe_out_alone_keeps_the_runs_under_it(tmp_path):
+    probe = load("probe_emulated_states")
+    for extra in ([], ["--quick"]):
+        assert probe.parse_args([*extra, "--out", str(tmp_path / "p")]).runs == tmp_path / "p" / "runs"
+    args = probe.parse_args(["--out", str(tmp_path / "p"), "--runs", str(tmp_path / "r")])
+    assert args.runs == tmp_path / "r"
 
 
 def test_authors_files_can_be_brought(tmp_path):

@@ -92,3 +92,20 @@ def test_help(experiment, capsys):
         experiment.main(["--help"])
     assert exit_info.value.code == 0
     assert "--checkpoint" in capsys.readouterr().out
+
+
+def test_stdout_gets_a_short_summary_not_the_json(experiment):
+    summary = {
+        "small_init": {
+            "accuracy": {"train": 1.0, "test": 0.99, "ood": 0.9},
+            "hop_first_site": {"hop0": "L0 resid_pre", "hop1": "L1 resid_post", "hop2": None},
+            "hop_probe_by_site": {"hop0": {f"site{i}": 0.5 for i in range(40)}},
+            "matching_matrix": {"L0H0": {"diag_argmax_frac": 0.2, "diag_zscore": 1.0},
+                                "L1H0": {"diag_argmax_frac": 0.97, "diag_zscore": 8.5}},
+        }
+    }  # fmt: skip
+    lines = experiment.short_summary(summary)
+    assert len(lines) == 3
+    assert lines[0] == "small_init: accuracy train 1.000 test 0.990 ood 0.900"
+    assert "hop1 at L1 resid_post" in lines[1] and "hop2 at none" in lines[1]
+    assert "L1H0" in lines[2] and "0.97" in lines[2]

@@ -246,3 +246,13 @@ def test_features_constant_up_to_float32_rounding_are_left_out_not_divided_by_th
     score = table.set_index("target").score
     assert score["y"] > 0.99  # the informative feature still fits
     assert score["z"] < 0.05  # and the rounding noise explains nothing
+
+
+def test_too_few_test_examples_are_refused():
+    """A handful of held-out examples gives degenerate scores: refused, naming count and minimum."""
+    from reasonlens.probes.linear import MIN_TEST_EXAMPLES
+
+    X, targets = planted(n=30, d=4)  # test_frac 0.2 -> 6 test examples
+    with pytest.raises(ValueError, match=f"leaves 6 test example.*at least {MIN_TEST_EXAMPLES}"):
+        probe_features(X, targets)
+    assert len(probe_features(X, targets, test_frac=0.4)) == len(targets)  # 12 test examples
