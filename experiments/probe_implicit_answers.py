@@ -2,7 +2,8 @@
 
 For the no-CoT baseline, the stepwise-internalized model and the running-sum-loss model of
 experiments/implicit_cot.py (same preset, digits and seed; trained first if their checkpoints under
---runs are missing, exactly as that script would), at the position predicting answer digit k:
+--runs are missing, exactly as that script would; without --out and --runs they are implicit_cot.py's
+own, with --out alone OUT/runs), at the position predicting answer digit k:
 
 - probes of the residual stream entering block 0 and leaving every block: the running sum c_k and
   the column sum (ridge regression, R^2), the carry in and the answer digit (classifiers), digit k
@@ -47,14 +48,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, ...")
     p.add_argument("--seed", type=cli.seed, default=0, help="the implicit_cot.py seed whose models to probe")
     p.add_argument("--out", type=cli.out_dir, default=None, help=f"output folder (default {DEFAULT_OUT})")
-    p.add_argument("--runs", type=Path, default=None, help=f"checkpoint folder (default {DEFAULT_RUNS})")
+    p.add_argument(
+        "--runs", type=Path, default=None,
+        help=f"checkpoint folder (default: OUT/runs with --out, else {DEFAULT_RUNS})",
+    )  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--html-only", action="store_true", help="skip the PNG copies of the figures (faster)")
     args = p.parse_args(argv)
+    if args.runs is None:  # --out alone keeps every write under it; neither reuses implicit_cot.py's
+        args.runs = args.out / "runs" if args.out is not None else QUICK_RUNS if args.quick else DEFAULT_RUNS
     if args.out is None:
         args.out = DEFAULT_OUT / "quick" if args.quick else DEFAULT_OUT
-    if args.runs is None:
-        args.runs = QUICK_RUNS if args.quick else DEFAULT_RUNS
     return args
 
 
