@@ -82,6 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--decode-batch-size", type=cli.positive_int, default=250, help="examples per decoding batch"
     )
+    p.add_argument(
+        "--aux-weight", type=cli.nonneg_float, default=None,
+        help="weight of the running-sum loss of aux_running_sum (default: the preset's, 30)",
+    )  # fmt: skip
     add_stage_steps_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--html-only", action="store_true", help="skip the PNG copies of the figures (faster)")
@@ -162,6 +166,8 @@ def data_hash(folder: Path) -> str:
 def build_setup(args: argparse.Namespace) -> ICoTSetup:
     setup = preset(args.preset, (args.digits, args.digits), quick=args.quick, seed=args.seed)
     setup = setup.with_steps(parse_stage_steps(args.stage_steps))
+    if args.aux_weight is not None:
+        setup = dataclasses.replace(setup, aux_weight=args.aux_weight)
     return setup.with_device(args.device).with_progress(not args.no_progress)
 
 

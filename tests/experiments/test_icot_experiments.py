@@ -94,6 +94,10 @@ def test_methods_flag_trains_only_what_the_chosen_methods_need(tmp_path):
     assert list(results.method) == ["implicit_si", "aux_running_sum"]  # canonical order
     assert results.speed_vs_nocot.isna().all()  # no baseline in this run
     assert sorted(p.name.split("-")[0] for p in (out / "runs").iterdir()) == ["aux", "internalize"]
+    # another running-sum loss weight is another model: a new run folder, the others reused
+    assert icot.main([*argv, "--methods", "aux_running_sum", "--aux-weight", "2.5"]) == 0
+    aux = sorted(p.name for p in (out / "runs").iterdir() if p.name.startswith("aux-"))
+    assert len(aux) == 2
 
 
 @pytest.mark.parametrize(
