@@ -50,10 +50,11 @@ def probe_table(
     for name, y in targets.items():
         if y.ndim not in (1, 2) or y.shape[0] != n:
             raise ValueError(f"target {name!r} must be [n] or [n, n_layers] with n={n}; got shape {y.shape}")
+    for key, x in features.items():  # every input checked before the first fit
+        if len(x) != n:
+            raise ValueError(f"features for {key} have {len(x)} examples; expected {n}")
     tables = []
     for (source, layer), x in features.items():
-        if len(x) != n:
-            raise ValueError(f"features for {(source, layer)} have {len(x)} examples; expected {n}")
         at_layer = {}
         for name, y in targets.items():
             if y.ndim == 2 and layer >= y.shape[1]:
