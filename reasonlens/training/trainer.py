@@ -238,6 +238,7 @@ def train(
     stop_when: StopFn | None = None,
     extra_params: list[nn.Parameter] | None = None,
     reset_optimizer_at: Callable[[int], bool] | None = None,
+    monitors: Mapping[str, Callable[[nn.Module], Mapping[str, float]]] | None = None,
 ) -> TrainResult:
     """Train ``module`` on batches from ``source`` for ``cfg.steps`` optimizer steps.
 
@@ -251,6 +252,8 @@ def train(
     counts, as a new AdamW would have) before step ``step`` (stepwise internalization resets it at
     every removal); with ``cfg.reset_warmup`` the learning rate then rises linearly back over that
     many steps, since a fresh Adam's first updates move every weight by about the full lr.
+    ``monitors`` maps a name to ``fn(module) -> {metric: value}``, recorded at every evaluation
+    as rows of split ``name`` (e.g. embedding norms; cheap functions of the weights).
     """
     cfg.validate()
     evals = dict(evals or {})
@@ -282,6 +285,9 @@ def train(
         for split, batch in evals.items():
             for metric, value in eval_fn(module, batch, cfg.eval_batch_size).items():
                 rows.append({"step": step, "split": split, "metric": metric, "value": float(value)})
+        for name, fn in (monitors or {}).items():
+            for metric, value in fn(module).items():
+                rows.append({"step": step, "split": name, "metric": metric, "value": float(value)})
         if loss_ema is not None:  # running mean of the training-batch loss, and the current lr
             rows.append({"step": step, "split": "train_batch", "metric": "loss", "value": loss_ema})
             rows.append({"step": step, "split": "train_batch", "metric": "lr", "value": lr})
@@ -293,7 +299,7 @@ def train(
             info = {"step": step, "wall_time": wall, "train_config": cfg.to_dict(), "loss_ema": loss_ema}
             save_state(out / STATE_FILE, module, optimizer, info)
 
-    if start == 0 and evals:
+    if start == 0 and (evals or monitors):
         record(0)
     module.train()
     stopped, step = False, start
