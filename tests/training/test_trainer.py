@@ -227,3 +227,18 @@ def test_reset_warmup_ramps_the_lr_after_each_optimizer_reset_and_resumes_exactl
 def test_reset_warmup_must_be_a_nonnegative_integer():
     with pytest.raises(ValueError, match="reset_warmup"):
         cfg(reset_warmup=-1)
+
+
+def test_monitors_are_recorded_at_every_evaluation():
+    calls = []
+
+    def monitor(module):
+        calls.append(module)
+        return {"w_e_norm": float(module.W_E.norm())}
+
+    model = small_model()
+    res = train(model, stream(), cfg(steps=6, eval_every=3), monitors={"weights": monitor})
+    rows = res.metrics[res.metrics.split == "weights"]
+    assert list(rows.step) == [0, 3, 6] and set(rows.metric) == {"w_e_norm"}
+    assert rows.value.iloc[-1] == pytest.approx(float(model.W_E.norm()))
+    assert all(m is model for m in calls)
