@@ -363,8 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     pr = resolve_preset(args)
     try:
         runs = build_runs(pr, args)  # validates every task and model before any training
-        runs, precision = resolve_precision(runs, "fp32" if args.fp32 else args.precision, args.out / "runs")
         backend = backend_from_args(args, len(runs))
+        runs, precision = resolve_precision(
+            runs, "fp32" if args.fp32 else args.precision, args.out / "runs", threads=backend.run_threads()
+        )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -274,8 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         runs = build_runs(args)  # validates every setting before any training
-        runs, precision = resolve_precision(runs, "fp32" if args.fp32 else args.precision, args.out / "runs")
         backend = backend_from_args(args, len(runs))
+        runs, precision = resolve_precision(
+            runs, "fp32" if args.fp32 else args.precision, args.out / "runs", threads=backend.run_threads()
+        )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

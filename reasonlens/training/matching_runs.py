@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from reasonlens.analysis.ood import embedding_norm_monitor
 from reasonlens.io import write_csv, write_json
@@ -183,6 +184,7 @@ def resolve_precision(
     steps: int = 5,
     warmup: int = 2,
     timer: Timer = time.perf_counter,
+    threads: int | None = None,
 ) -> tuple[list[MatchingRun], PrecisionChoice]:
     """Set every run's precision (``train.bf16`` and the ``precision`` label, a results column).
 
@@ -190,6 +192,7 @@ def resolve_precision(
     model, batch size and device in both precisions and take the faster
     (:func:`~reasonlens.training.precision.choose_precision`). With "auto", runs already started
     under ``runs_dir`` keep the precision they were started in, so a re-run resumes them.
+    ``threads``: torch threads while timing (a grid backend's threads per run), restored after.
     """
     if not runs:
         return [], choose_precision(requested if requested != "auto" else "fp32", lambda p: 0.0)
@@ -206,7 +209,13 @@ def resolve_precision(
                 steps=steps, warmup=warmup, timer=timer,
             )  # fmt: skip
 
-        choice = choose_precision(requested, measure)
+        before = torch.get_num_threads()
+        try:
+            if threads is not None and requested == "auto":
+                torch.set_num_threads(threads)
+            choice = choose_precision(requested, measure)
+        finally:
+            torch.set_num_threads(before)
     out = [
         dataclasses.replace(
             r,

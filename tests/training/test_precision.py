@@ -3,6 +3,7 @@
 import itertools
 
 import pytest
+import torch
 
 from reasonlens.models import ModelConfig, Transformer
 from reasonlens.tasks import matching
@@ -79,3 +80,16 @@ def test_auto_keeps_the_precision_of_started_runs(tmp_path):
 
     runs, choice = resolve_precision(make_runs(), "auto", tmp_path, timer=timer)
     assert choice.precision == "bf16" and all(r.train.bf16 for r in runs)
+
+
+def test_timing_uses_the_runs_thread_count_and_restores_it(tmp_path):
+    seen = []
+    clock = ticking([1.0] * 100)
+
+    def timer():
+        seen.append(torch.get_num_threads())
+        return clock()
+
+    before = torch.get_num_threads()
+    resolve_precision(make_runs(), "auto", tmp_path, steps=1, warmup=0, timer=timer, threads=1)
+    assert set(seen) == {1} and torch.get_num_threads() == before
