@@ -247,7 +247,10 @@ def summarize(results: pd.DataFrame, table: pd.DataFrame) -> str:
     their steps) and the comparison the paper makes."""
     shown = pd.DataFrame({"norm": table.norm, "gamma": table.gamma, "seeds": table.n_seeds})
     for s in ("train", "test", "ood"):
-        shown[s] = [f"{m:.3f} +- {sd:.3f}" for m, sd in zip(table[f"{s}_acc_mean"], table[f"{s}_acc_sd"])]
+        shown[s] = [
+            f"{m:.3f}" + ("" if pd.isna(sd) else f" +- {sd:.3f}")
+            for m, sd in zip(table[f"{s}_acc_mean"], table[f"{s}_acc_sd"])
+        ]
     shown["reached_99"] = [f"{r}/{n}" for r, n in zip(table.reached_99, table.n_seeds)]
     shown["step_99 (seed:step)"] = table.step_99_by_seed
     lines = [shown.to_string(index=False)]

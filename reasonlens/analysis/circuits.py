@@ -55,6 +55,8 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from reasonlens.tasks.matching import MatchingDataset
+
 MATRIX_COLUMNS = ["layer", "head", "query_token", "key_token", "value"]
 SCORE_COLUMNS = ["layer", "head", "diag_argmax_frac", "diag_zscore", "chance", "n_tokens"]
 
@@ -186,9 +188,9 @@ def stream_queries(
 @torch.no_grad()
 def stream_matching_matrix_tensor(
     model: torch.nn.Module,
-    data,
+    data: MatchingDataset,
     layer: int,
-    key_positions: bool = True,  # noqa: ANN001
+    key_positions: bool = True,
 ) -> tuple[Float[Tensor, "head v v"], list[int]]:
     """``M(layer)`` with the query layer ``layer`` actually reads: the attention input at the
     query position of every example of ``data`` (a ``MatchingDataset``), averaged over the
@@ -243,9 +245,9 @@ def matching_matrix(
 
 def stream_matching_matrix(
     model: torch.nn.Module,
-    data,
+    data: MatchingDataset,
     layers: Sequence[int] | None = None,
-    key_positions: bool = True,  # noqa: ANN001
+    key_positions: bool = True,
 ) -> pd.DataFrame:
     """:func:`stream_matching_matrix_tensor` for ``layers`` (default: 1 .. min(n_layers - 1, k)),
     tidy as :func:`matching_matrix`."""
@@ -260,9 +262,9 @@ def stream_matching_matrix(
 
 def matching_matrix_variants(
     model: torch.nn.Module,
-    id_data,
-    ood_data,
-    n_tokens: int = 100,  # noqa: ANN001
+    id_data: MatchingDataset,
+    ood_data: MatchingDataset,
+    n_tokens: int = 100,
 ) -> pd.DataFrame:
     """The matching matrix under every query definition, tidy with a ``variant`` column:
 
