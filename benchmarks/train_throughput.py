@@ -14,6 +14,11 @@ Model FLOPs per step = 6 x (parameters other than token/position embeddings) x t
 The fp32 matmul peak is a square fp32 matmul measured in the same run.
 
 The last printed line is one JSON object with the figures.
+
+The baseline needs TransformerLens 3.x. On 4.x (no HookedTransformer) the script says so in one
+line and exits with status 0, its JSON line saying the baseline is unavailable: 4.x's replacement,
+a native TransformerBridge, is another model (flattened nn.Linear weights, a bridge layer around
+every component), so figures against it would not be comparable with the recorded speedups.
 """
 
 from __future__ import annotations
@@ -108,6 +113,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from reasonlens.models.tl_compat import hooked_transformer_available, transformerlens_version
+
+    if not hooked_transformer_available():
+        version = transformerlens_version()
+        print(
+            f"baseline unavailable: transformer_lens.HookedTransformer needs TransformerLens 3.x, "
+            f"transformer-lens {version} is installed (install with -c constraints.txt); nothing measured"
+        )
+        print(json.dumps({"baseline": "unavailable", "transformer_lens": version}))
+        return 0
+
     from transformer_lens import HookedTransformer  # TransformerLens 3.x only
 
     cfg = ModelConfig(
@@ -126,7 +142,12 @@ def main(argv: list[str] | None = None) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tl_cfg = ours.to_hooked_transformer().cfg
-    fresh_tl = lambda: HookedTransformer(tl_cfg)  # noqa: E731 - stock model, default init
+
+    def fresh_tl() -> HookedTransformer:  # stock model, default init
+        with warnings.catch_warnings():  # 3.9 announces its own removal in 4.0
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return HookedTransformer(tl_cfg)
+
     bf16 = bf16_supported()
     variants = {
         "ours_fp32": Stepper(ours, False, data, args.vocab),

@@ -4,8 +4,9 @@
 - The ``type=`` validators below reject ``inf``, ``nan``, zero or negative values and unusable
   ``--out`` folders while the arguments are parsed, before any work starts.
 - :func:`run` calls a script's ``main`` and turns expected errors (bad values, missing or unreadable
-  files, format and checkpoint errors, an absent CUDA device) into one line ``error: ...`` and
-  exit status 2; the traceback is printed only with ``--debug`` or ``REASONLENS_DEBUG=1``.
+  files, format and checkpoint errors, an absent CUDA device, a :class:`ReportedError` such as a
+  grid some of whose runs failed) into one line ``error: ...`` and exit status 2; the traceback is
+  printed only with ``--debug`` or ``REASONLENS_DEBUG=1``.
 
 This module imports only the standard library, so ``--help`` stays fast.
 """
@@ -29,6 +30,11 @@ class UsageError(ValueError):
     """A bad value the user gave; the message names it."""
 
 
+class ReportedError(RuntimeError):
+    """An expected failure whose message already says what happened and what to do (e.g. some runs
+    of a grid failed: which, why, where the finished ones are); :func:`run` prints it as one line."""
+
+
 def debug_enabled(argv: Sequence[str] | None = None) -> bool:
     argv = sys.argv[1:] if argv is None else argv
     return "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
@@ -50,7 +56,7 @@ def prepare(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _is_expected(err: BaseException) -> bool:
-    if isinstance(err, (ValueError, OSError, LookupError)):
+    if isinstance(err, (ValueError, OSError, LookupError, ReportedError)):
         return True
     # torch reports an absent or broken CUDA device as a RuntimeError / AssertionError
     text = str(err)

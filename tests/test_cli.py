@@ -52,6 +52,8 @@ CASES = [
     ("benchmarks/train_throughput.py", ["--batch", "nan"], "'nan'"),
     ("benchmarks/probe_sweep.py", ["--examples", "0"], "'0'"),
     ("benchmarks/probe_sweep.py", ["--seed", "-1"], "'-1'"),
+    ("benchmarks/grid_throughput.py", ["--runs", "0"], "'0'"),
+    ("benchmarks/grid_throughput.py", ["--steps", "x"], "'x'"),
 ]
 
 
@@ -112,3 +114,66 @@ def test_validators_reject(fn, text):
 def test_validators_accept(tmp_path):
     assert cli.positive_int("3") == 3 and cli.seed("0") == 0 and cli.nonneg_float("0") == 0.0
     assert cli.out_dir(str(tmp_path / "new" / "deeper")) == tmp_path / "new" / "deeper"
+
+
+def test_throughput_benchmark_runs_on_either_transformerlens_line(capsys):
+    """On 3.x a tiny measurement against HookedTransformer; on 4.x one line and a JSON 'unavailable'."""
+    import json
+
+    from reasonlens.models.tl_compat import hooked_transformer_available
+
+    argv = ["--layers", "1", "--d-model", "16", "--heads", "2", "--d-mlp", "32", "--vocab", "11"]
+    argv += ["--seq", "4", "--batch", "2", "--warmup", "0", "--rounds", "1"]
+    code = cli.run(script("benchmarks/train_throughput.py").main, argv)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert code == 0
+    out = json.loads(lines[-1])
+    if hooked_transformer_available():
+        assert out["speedup_fp32"] > 0
+    else:
+        assert len(lines) == 2 and lines[0].startswith("baseline unavailable: ")
+        assert out["baseline"] == "unavailable"
+
+
+def test_a_failed_grid_is_one_error_line_exit_2(tmp_path, capsys, monkeypatch):
+    from reasonlens.training.matching_runs import GridFailed
+
+    monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
+
+    def grid_main(argv):
+        raise GridFailed({"s0": "RuntimeError: disk on fire"}, tmp_path, finished=1)
+
+    assert issubclass(GridFailed, cli.ReportedError) and issubclass(GridFailed, RuntimeError)
+    assert cli.run(grid_main, []) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: 1 of 2 run(s) failed (s0: RuntimeError: disk on fire)"
+    )
+    assert str(tmp_path / "results.csv") in lines[0] and "rerun the same command" in lines[0]
+    assert cli.run(grid_main, ["--debug"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "rel", ["experiments/matching_init.py", "experiments/matching_noise.py", "experiments/depth_vs_steps.py"]
+)
+def test_grid_scripts_report_failed_runs_in_one_line(rel, tmp_path, capsys, monkeypatch):
+    import reasonlens.training.matching_runs as mr
+
+    monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
+
+    def execute(run, out_dir, force=False):
+        raise RuntimeError(f"disk on fire in {run.name}")
+
+    monkeypatch.setattr(mr, "execute", execute)  # every run fails at once: no training
+    out = tmp_path / "out"
+    code = cli.run(script(rel).main, ["--quick", "--out", str(out), "--no-progress", "--workers", "1"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0] == err.strip().splitlines()[-1], err
+    assert "run(s) failed (" in errors[0] and "RuntimeError: disk on fire in " in errors[0]
+    assert "no run finished" in errors[0] and "rerun the same command" in errors[0]

@@ -15,6 +15,7 @@ LIGHT = [
     "benchmarks/train_throughput.py",
     "benchmarks/probe_sweep.py",
     "benchmarks/help_speed.py",
+    "benchmarks/grid_throughput.py",
 ]
 # not yet: matching_noise.py (its argument parsing needs NOISES and pandas), implicit_cot.py and
 # probe_emulated_states.py (theirs needs reasonlens.icot)

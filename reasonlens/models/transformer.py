@@ -560,15 +560,32 @@ class Transformer(HookedRootModule):
         skip = () if include_embeddings else ("embed.W_E", "pos_embed.W_pos")
         return sum(p.numel() for n, p in self.named_parameters() if n not in skip)
 
-    # -- TransformerLens 3.x conversion ----------------------------------------------------------
-    def to_hooked_transformer(self):  # noqa: ANN201 - returns transformer_lens.HookedTransformer
-        """The same weights in a stock ``transformer_lens.HookedTransformer`` (TransformerLens 3.x).
+    # -- TransformerLens export ------------------------------------------------------------------
+    def to_transformerlens(self):  # noqa: ANN201 - HookedTransformer (3.x) or TransformerBridge (4.x)
+        """The same weights in a stock TransformerLens model, whichever line is installed.
 
-        Only pre-LN and no-norm models convert: TransformerLens has no post-LN architecture.
+        TransformerLens 3.x: a ``transformer_lens.HookedTransformer``. TransformerLens 4.x (which
+        removed it): a ``transformer_lens.model_bridge.TransformerBridge`` around TransformerLens's
+        native model. Only pre-LN and no-norm models convert: TransformerLens has no post-LN
+        architecture.
+        """
+        from reasonlens.models.tl_compat import to_transformerlens
+
+        return to_transformerlens(self)
+
+    def to_hooked_transformer(self):  # noqa: ANN201 - returns transformer_lens.HookedTransformer
+        """The same weights in a stock ``transformer_lens.HookedTransformer`` (TransformerLens 3.x only;
+        on 4.x an ImportError points to :meth:`to_transformerlens`).
         """
         from reasonlens.models.tl_compat import to_hooked_transformer
 
         return to_hooked_transformer(self)
+
+    def to_transformer_bridge(self):  # noqa: ANN201 - returns transformer_lens TransformerBridge
+        """The same weights in a native ``TransformerBridge`` (TransformerLens 4.x only)."""
+        from reasonlens.models.tl_compat import to_transformer_bridge
+
+        return to_transformer_bridge(self)
 
 
 def check_tokens(tokens: Int[Tensor, "batch pos"], d_vocab: int) -> None:

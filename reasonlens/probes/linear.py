@@ -226,8 +226,13 @@ class ClosedFormBank:
         mu = (self.sum - self.ex_sum) / n  # [G, P, d]
         scatter = self.gram - self.ex_gram - count[..., None, None] * mu[..., :, None] * mu[..., None, :]
         var = torch.diagonal(scatter, dim1=-2, dim2=-1).clamp_min(0) / n
+        second = torch.diagonal(self.gram - self.ex_gram, dim1=-2, dim2=-1).clamp_min(0) / n  # E[x^2]
         sigma = var.sqrt()
-        sigma = torch.where(sigma > 1e-7 * sigma.amax(-1, keepdim=True).clamp_min(1e-30), sigma, 1.0)
+        # a feature is constant when its variance is float32 rounding of its values (var / E[x^2] at
+        # ~1e-14), not only when it is tiny next to the other features' spread: dividing that noise by
+        # itself would make Z^T Z noise of order one, and indefinite
+        varying = (sigma > 1e-7 * sigma.amax(-1, keepdim=True).clamp_min(1e-30)) & (var > 1e-10 * second)
+        sigma = torch.where(varying, sigma, 1.0)
         scatter_z = scatter / (sigma[..., :, None] * sigma[..., None, :])  # Z^T Z of standardised features
         ridge = self.alpha * torch.eye(self.d, dtype=torch.float64)
         L_total: Tensor | None = None  # Cholesky of Z^T Z + alpha I, shared by the continuous targets

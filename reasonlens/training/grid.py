@@ -18,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing as mp
 import os
+import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -84,7 +85,7 @@ def run_tasks(
 
     ``fn`` must be a module-level function (it is pickled to the workers). ``on_done(name, result)``
     is called in this process, as each run finishes, in completion order. A run that raises (or
-    whose worker dies) is reported in ``failures`` as one line; the other runs still finish.
+    whose worker process dies) is reported in ``failures`` as one line; the other runs still finish.
     """
     if len(items) != len(names):
         raise ValueError(f"run_tasks: {len(items)} items but {len(names)} names")
@@ -108,7 +109,8 @@ def run_tasks(
         running.discard(name)
         if error is not None:
             failures[name] = error if isinstance(error, str) else _error_line(error)
-            bar.write(f"run {name} failed: {failures[name]}")
+            if progress:  # without a bar, the failures are printed once at the end
+                bar.write(f"run {name} failed: {failures[name]}")
         else:
             results[name] = result
             if on_done is not None:
@@ -137,34 +139,109 @@ def run_tasks(
             finally:
                 torch.set_num_threads(before)
         else:
-            ctx = mp.get_context("spawn")  # no fork of a process holding torch threads
-            with cf.ProcessPoolExecutor(max_workers=backend.workers, mp_context=ctx) as pool:
-                futures = {pool.submit(_call, fn, item, threads): name for name, item in zip(names, items)}
-                running.update(list(futures.values())[: backend.workers])
-                update()
-                pending = set(futures)
-                while pending:
-                    done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                    for fut in done:
-                        name = futures[fut]
-                        try:
-                            result = fut.result()
-                        except cf.process.BrokenProcessPool:
-                            finish(name, error="worker process died (killed?); rerun to resume it")
-                        except Exception as err:  # noqa: BLE001
-                            finish(name, error=err)
-                        else:
-                            finish(name, result)
-                    queued = [futures[f] for f in futures if f in pending and futures[f] not in running]
-                    free = backend.workers - len(running)
-                    running.update(queued[: max(0, free)])
-                    update()
+            _run_pool(fn, list(zip(names, items)), backend, threads, running, update, finish)
     finally:
         bar.close()
     for name, err in failures.items():
         if not progress:
             print(f"run {name} failed: {err}", flush=True)
     return results, failures
+
+
+_starts: Any = None  # in a pool worker: the queue on which it announces (run name, pid)
+
+
+def _init_worker(starts: Any) -> None:
+    global _starts
+    _starts = starts
+
+
+def _pool_call(fn: Callable[[Any], Any], item: Any, threads: int, name: str) -> Any:
+    if _starts is not None:
+        _starts.put((name, os.getpid()))
+    return _call(fn, item, threads)
+
+
+def _death(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+def _run_pool(fn, todo, backend, threads, running, update, finish) -> None:  # noqa: ANN001
+    """Local worker processes. A worker that dies (SIGKILL, the out-of-memory killer, a crash)
+    breaks a ``ProcessPoolExecutor`` for every run in it: the run whose worker died is reported
+    failed by name; the others (stopped with it, or not started) go on in a fresh pool, resuming
+    from their checkpoints."""
+    ctx = mp.get_context("spawn")  # no fork of a process holding torch threads
+    while todo:
+        todo = _pool_round(ctx, fn, todo, backend, threads, running, update, finish)
+
+
+def _pool_round(ctx, fn, todo, backend, threads, running, update, finish) -> list:  # noqa: ANN001
+    """One pool over ``todo`` (name, item) pairs; returns the pairs to run again if the pool broke."""
+    starts = ctx.SimpleQueue()
+    started: dict[str, int] = {}  # run name -> pid of the worker that took it
+
+    def drain() -> None:
+        while not starts.empty():
+            name, pid = starts.get()
+            started[name] = pid
+            running.add(name)
+
+    items = dict(todo)
+    broken: list[str] = []
+    workers = min(backend.workers, len(todo))
+    with cf.ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(starts,)
+    ) as pool:
+        futures = {pool.submit(_pool_call, fn, item, threads, name): name for name, item in todo}
+        # the worker processes, for their exit codes once the pool is down (a private attribute:
+        # without it a dead worker's run cannot be told from the runs stopped with it)
+        procs = dict(getattr(pool, "_processes", None) or {})
+        pending = set(futures)
+        while pending:
+            done, pending = cf.wait(pending, timeout=1.0, return_when=cf.FIRST_COMPLETED)
+            drain()
+            for fut in done:
+                name = futures[fut]
+                try:
+                    result = fut.result()
+                except cf.process.BrokenProcessPool:
+                    broken.append(name)
+                except Exception as err:  # noqa: BLE001 - reported by name, the others go on
+                    finish(name, error=err)
+                else:
+                    finish(name, result)
+            update()
+        procs.update(getattr(pool, "_processes", None) or {})
+    drain()
+    if not broken:
+        return []
+    # every worker is joined now: the one that died has its own exit code, the ones the executor
+    # stopped after it have -SIGTERM
+    codes = {pid: p.exitcode for pid, p in procs.items()}
+    in_flight = [n for n in broken if n in started]
+    dead = [n for n in in_flight if codes.get(started[n]) not in (0, None, -signal.SIGTERM)]
+    if not dead:  # no worker to blame: fail what was running (or, if nothing was, everything)
+        blamed = in_flight or broken
+        for name in blamed:
+            finish(name, error=f"a worker process died while {', '.join(blamed)} ran; rerun to resume")
+        return [(n, items[n]) for n in broken if n not in blamed]
+    for name in dead:
+        finish(
+            name,
+            error=f"its worker process died ({_death(codes[started[name]])}: out of memory, or killed?); "
+            "rerun to resume it",
+        )
+    for name in broken:
+        if name not in dead:
+            running.discard(name)
+    update()
+    return [(n, items[n]) for n in broken if n not in dead]
 
 
 def _run_ray(fn, items, names, backend, threads, running, update, finish) -> None:  # noqa: ANN001

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from reasonlens.analysis.ood import embedding_norm_monitor
+from reasonlens.cli import ReportedError
 from reasonlens.io import write_csv, write_json
 from reasonlens.models import ModelConfig, Transformer
 from reasonlens.tasks import matching
@@ -367,18 +368,29 @@ def run_grid(
     jobs = [(r, runs_dir, force, inner_bars) for r in runs]
     _, failures = run_tasks(_execute_quietly, jobs, names, backend, progress=progress, on_done=gather)
     if failures:
-        raise GridFailed(failures, out)
+        raise GridFailed(failures, out, finished=len(rows))
     return frames()
 
 
-class GridFailed(RuntimeError):
-    """Some runs of a grid failed; the others finished and are in results.csv / curves.csv."""
+class GridFailed(ReportedError):
+    """Some runs of a grid failed; the others finished and are in results.csv / curves.csv.
 
-    def __init__(self, failures: dict[str, str], out: Path) -> None:
+    A :class:`reasonlens.cli.ReportedError` (a RuntimeError): a script's ``cli.run`` prints it as one
+    line ``error: ...`` and exits 2, no traceback (unless --debug)."""
+
+    def __init__(self, failures: dict[str, str], out: Path, finished: int | None = None) -> None:
         self.failures = failures
+        self.out = Path(out)
+        self.finished = finished
         lines = "; ".join(f"{n}: {e}" for n, e in failures.items())
+        of = "" if finished is None else f" of {finished + len(failures)}"
+        if finished == 0:
+            where = f"no run finished (checkpoints are under {self.out / 'runs'})"
+        else:
+            count = "" if finished is None else f"{finished} "
+            where = f"the {count}finished runs are in {self.out / 'results.csv'}"
         super().__init__(
-            f"{len(failures)} run(s) failed ({lines}); the finished runs are in {out / 'results.csv'}, "
+            f"{len(failures)}{of} run(s) failed ({lines}); {where}; "
             "rerun the same command to resume the failed ones"
         )
 

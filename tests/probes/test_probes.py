@@ -231,3 +231,18 @@ def test_interrupted_refill_does_not_reopen_as_complete(tmp_path):
     again.append({"h": np.ones((3, 1, 4), np.float32)})
     with pytest.raises(FileNotFoundError, match="no activation store"):
         ActivationStore.open(tmp_path / "s")
+
+
+def test_features_constant_up_to_float32_rounding_are_left_out_not_divided_by_their_noise():
+    # a stream that is the same vector for every example, up to float32 rounding (as at a position
+    # holding one fixed token), beside one informative feature
+    rng = np.random.default_rng(0)
+    n, d = 400, 64
+    base = rng.normal(size=d).astype(np.float32) * 30
+    X = np.repeat(base[None], n, axis=0) * (1 + rng.normal(size=(n, d)).astype(np.float32) * 1e-7)
+    y = rng.normal(size=n)
+    X[:, 0] = y.astype(np.float32)
+    table = probe_features(X.astype(np.float32), {"y": y, "z": rng.normal(size=n)}, solver="closed_form")
+    score = table.set_index("target").score
+    assert score["y"] > 0.99  # the informative feature still fits
+    assert score["z"] < 0.05  # and the rounding noise explains nothing

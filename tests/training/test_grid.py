@@ -136,3 +136,69 @@ def test_a_sigkilled_grid_resumes_to_the_same_final_weights(tmp_path):
     pd.testing.assert_frame_equal(res2.drop(columns="wall_time_s"), res.drop(columns="wall_time_s"))
     # the running training-loss average (train_batch/loss) survived the resume too
     pd.testing.assert_frame_equal(cur2, cur, check_exact=True)
+
+
+# Run as a script file (not -c): spawned pool workers re-import it as __mp_main__, so the patch
+# below reaches them too.
+KILLED_WORKER = """
+import os, signal, sys
+from reasonlens import cli
+import reasonlens.training.matching_runs as mr
+from reasonlens.training.grid import Backend
+from tests.training.test_grid import tiny_grid
+
+current = []
+real_execute = mr.execute
+
+def execute(run, out_dir, force=False):
+    current[:] = [run.name]
+    return real_execute(run, out_dir, force=force)
+
+class KillsS0AtStep10(mr.StreamSource):
+    def __call__(self, step, batch_size):
+        if current == ["s0"] and step == 10 and os.environ.get("KILL_WORKER"):  # after the step-8 checkpoint
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().__call__(step, batch_size)
+
+mr.StreamSource, mr.execute = KillsS0AtStep10, execute
+
+def main(argv):
+    mr.run_grid(tiny_grid(), argv[0], progress=False, backend=Backend(workers=2, threads=1))
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
+"""
+
+
+def test_a_sigkilled_pool_worker_fails_its_run_by_name_and_the_rerun_resumes_it(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    res, cur = run_grid(tiny_grid(), straight, progress=False, backend=Backend(workers=1, threads=1))
+    script = tmp_path / "killed_worker.py"
+    script.write_text(KILLED_WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "KILL_WORKER": "1"}
+    env.pop("REASONLENS_DEBUG", None)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(killed)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    err = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(err) == 1, proc.stderr[-2000:]
+    err = err[0]
+    # only s0's worker died; s1, stopped with the broken pool, went on in a fresh pool and finished
+    assert err.startswith("error: 1 of 2 run(s) failed (s0: its worker process died (killed by SIGKILL"), err
+    assert "rerun the same command" in err
+    assert list(pd.read_csv(killed / "results.csv").run) == ["s1"]
+    s0 = killed / "runs" / "s0"
+    assert (s0 / "state.safetensors").exists() and not (s0 / "result.json").exists()
+    # the next invocation (no kill) resumes s0 from its checkpoint to the uninterrupted weights
+    res2, cur2 = run_grid(tiny_grid(), killed, progress=False, backend=Backend(workers=1, threads=1))
+    for name in ("s0", "s1"):
+        assert same_weights(weights(killed, name), weights(straight, name)), name
+    pd.testing.assert_frame_equal(res2.drop(columns="wall_time_s"), res.drop(columns="wall_time_s"))
+    pd.testing.assert_frame_equal(cur2, cur, check_exact=True)

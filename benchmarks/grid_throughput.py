@@ -1,0 +1,200 @@
+"""Grid throughput: one grid of matching runs, serially, in local worker processes and on local Ray.
+
+The grid: ``--runs`` runs (default 4) of the main job's model shape (``experiments/matching_init.py``,
+CPU preset: 3 layers, d_model 128, d_mlp 512, batch 256, bf16 autocast), ``--steps`` steps each
+(default 300, without early stopping, so every run does the same work), its settings taken from the
+main job in order (pre-LN then post-LN, gamma 0.3, 0.5, 1.0, seed 0, then seed 1, ...). Sized to
+take ~2-4 minutes on an idle 2-core machine. The same grid is run three times, each into its own
+temporary directory:
+
+  (a) serial: one process, all the cores' threads (``Backend(workers=1, threads=cores)``) <- baseline
+  (b) local workers: one spawned process per core, 1 thread each (``Backend(workers=cores, threads=1)``)
+  (c) local Ray: ``ray.init`` timed on its own (ray_startup_s), then the grid (1 CPU, 1 thread a run)
+
+speedup_workers = serial wall / workers wall; speedup_ray = serial wall / Ray wall (Ray started);
+same_results: the three results.csv agree exactly, wall-time columns excluded. Targets: >= 1.6x for
+local workers on 2 cores; Ray within 10% of the local workers once started.
+
+    python benchmarks/grid_throughput.py            # last line: one JSON object
+    python benchmarks/grid_throughput.py --quick    # seconds: tiny models, 2 runs, a few steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from reasonlens import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+WALL_COLUMNS = ("wall_time_s",)
+
+
+def main_job():  # noqa: ANN201 - the experiments/matching_init.py module
+    """The main job's script as a module (its presets and ``build_runs``), imported after parsing."""
+    path = ROOT / "experiments" / "matching_init.py"
+    spec = importlib.util.spec_from_file_location("_grid_throughput_matching_init", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_grid(n_runs: int, steps: int, quick: bool) -> list:
+    """The first ``n_runs`` runs of the main job's grid (more seeds when it has fewer), ``steps`` each."""
+    job = main_job()
+    preset = job.PRESETS["quick" if quick else "cpu"]
+    per_seed = len(preset.gammas) * len(preset.norms)
+    seeds = tuple(range(-(-n_runs // per_seed)))
+    args = argparse.Namespace(
+        quick=quick,
+        preset="cpu",
+        gammas=None,
+        norms=None,
+        seeds=seeds,
+        steps=steps,
+        init=None,
+        lr=None,
+        no_early_stop=True,
+        embed_init_scale=1.0,
+        fp32=False,
+        device="cpu",
+        no_progress=True,
+    )
+    runs = job.build_runs(args)
+    # seed-major order (every setting of seed 0 first), then the first n_runs
+    runs.sort(key=lambda r: r.labels["seed"])
+    return runs[:n_runs]
+
+
+def results_table(out: Path):  # noqa: ANN201 - a pandas DataFrame
+    import pandas as pd
+
+    res = pd.read_csv(out / "results.csv")
+    return res.drop(columns=[c for c in WALL_COLUMNS if c in res.columns])
+
+
+def timed_grid(runs: list, out: Path, backend) -> float:  # noqa: ANN001
+    from reasonlens.training.matching_runs import run_grid
+
+    t = time.perf_counter()
+    run_grid(runs, out, progress=False, backend=backend)
+    return time.perf_counter() - t
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    cli.prepare(p)
+    p.add_argument(
+        "--runs", type=cli.positive_int, default=None, help="runs in the grid (default 4; 2 with --quick)"
+    )
+    p.add_argument(
+        "--steps", type=cli.positive_int, default=None, help="steps per run (default 300; 6 with --quick)"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="tiny models, 2 runs, a few steps: a smoke run in seconds"
+    )
+    args = p.parse_args(argv)
+    n_runs = args.runs or (2 if args.quick else 4)
+    steps = args.steps or (6 if args.quick else 300)
+    cores = os.cpu_count() or 1
+
+    import torch
+
+    from reasonlens.training.grid import Backend
+
+    runs = build_grid(n_runs, steps, args.quick)
+    workers = max(1, min(cores, len(runs)))
+    walls: dict[str, float | None] = {}
+    tables = {}
+    ray_startup = None
+    with tempfile.TemporaryDirectory(prefix="grid_throughput_") as tmp:
+        tmp = Path(tmp)
+        walls["serial"] = timed_grid(runs, tmp / "serial", Backend(workers=1, threads=cores))
+        tables["serial"] = results_table(tmp / "serial")
+        walls["workers"] = timed_grid(runs, tmp / "workers", Backend(workers=workers, threads=1))
+        tables["workers"] = results_table(tmp / "workers")
+        try:
+            import ray
+        except ImportError:
+            ray = None
+            print('Ray is not installed (pip install -e ".[ray]"): skipping the Ray backend', file=sys.stderr)
+        if ray is not None:
+            t = time.perf_counter()
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+            ray_startup = time.perf_counter() - t
+            try:
+                walls["ray"] = timed_grid(runs, tmp / "ray", Backend(workers=workers, ray="", threads=1))
+            finally:
+                ray.shutdown()
+            tables["ray"] = results_table(tmp / "ray")
+        else:
+            walls["ray"] = None
+
+    base = tables["serial"]
+    same = all(t.shape == base.shape and t.equals(base) for t in tables.values())
+    differing = sorted(
+        {
+            c
+            for t in tables.values()
+            if t.shape == base.shape
+            for c in base.columns
+            if not t[c].equals(base[c])
+        }
+    )
+    speedup = {k: (walls["serial"] / v if v else None) for k, v in walls.items()}
+
+    shape = runs[0].model
+    print(
+        f"machine: {cores} cores, torch {torch.__version__}; grid: {len(runs)} runs x {steps} steps, "
+        f"{shape.n_layers} layers, d_model {shape.d_model}, d_mlp {shape.d_mlp}, "
+        f"batch {runs[0].train.batch_size}, bf16 {'yes' if runs[0].train.bf16 else 'no'}"
+    )
+    labels = {
+        "serial": "serial (1 process, all threads)",
+        "workers": f"{workers} local workers, 1 thread each",
+        "ray": f"local Ray, {workers} CPUs",
+    }
+    print(f"{'backend':<36}{'wall s':>9}{'vs serial':>11}")
+    for k, wall in walls.items():
+        if wall is None:
+            print(f"{labels[k]:<36}{'-':>9}{'-':>11}")
+        else:
+            print(f"{labels[k]:<36}{wall:>9.1f}{speedup[k]:>10.2f}x")
+    if ray_startup is not None:
+        print(f"ray.init (not in Ray's wall): {ray_startup:.1f} s")
+    print(f"same results on every backend: {'yes' if same else 'NO (differ: ' + ', '.join(differing) + ')'}")
+    ray_vs_workers = walls["ray"] / walls["workers"] if walls["ray"] else None
+    out = {
+        "speedup_workers": speedup["workers"],
+        "speedup_ray": speedup["ray"],
+        "ray_startup_s": ray_startup,
+        "serial_s": walls["serial"],
+        "workers_s": walls["workers"],
+        "ray_s": walls["ray"],
+        "ray_vs_workers": ray_vs_workers,
+        "n_runs": len(runs),
+        "steps": steps,
+        "cores": cores,
+        "workers": workers,
+        "quick": args.quick,
+        "same_results": same,
+        "differing_columns": differing,
+        "targets_met": {
+            "speedup_workers>=1.6": speedup["workers"] >= 1.6,
+            "ray_s<=1.1*workers_s": bool(ray_vs_workers is not None and ray_vs_workers <= 1.1),
+        },
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
