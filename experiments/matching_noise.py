@@ -348,7 +348,10 @@ def main(argv: list[str] | None = None) -> int:
         runs = build_runs(args)  # validates every setting before any training
         backend = backend_from_args(args, len(runs))
         runs, precision = resolve_precision(
-            runs, "fp32" if args.fp32 else args.precision, args.out / "runs", threads=backend.run_threads()
+            runs,
+            "fp32" if args.fp32 else args.precision,
+            None if args.force else args.out / "runs",  # --force retrains: time afresh
+            threads=backend.run_threads(),
         )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
