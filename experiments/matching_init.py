@@ -6,7 +6,8 @@ unseen pairs and OOD tokens) when initialised small and normalised after each re
 init rates gamma x {pre-LN, post-LN} x seeds (3 by default) and reports final train/test/OOD
 accuracy, mean +- sd over seeds per cell, and how many seeds reached 99% test accuracy and when.
 Training precision (fp32 or bf16 autocast) is chosen by timing both here (--precision auto) and
-reported; --embed-init-scale starts the token embedding larger (an OOD remedy to measure).
+reported. OOD remedies to measure: --embed-init-scale starts the token embedding larger,
+--no-embed-decay exempts the embeddings from weight decay.
 
     python experiments/matching_init.py                 # CPU defaults (see --help): 18 runs, untimed
     python experiments/matching_init.py --quick         # seconds: a smoke run
@@ -49,6 +50,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=cli.positive_float,
         default=1.0,
         help="multiply the token embedding's init scale (OOD remedy: untrained rows start larger)",
+    )
+    p.add_argument(
+        "--no-embed-decay",
+        action="store_true",
+        help="no weight decay on the token and position embeddings (an OOD remedy to measure)",
     )
     p.add_argument("--fp32", action="store_true", help="same as --precision fp32")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
@@ -221,7 +227,9 @@ def build_runs(args: argparse.Namespace) -> list[MatchingRun]:
                     pr, seed=seed, device=args.device, progress=not args.no_progress,
                     desc=f"g{gamma:g}-{norm}-s{seed}",
                 )  # fmt: skip
+                train = replace(train, decay_embeddings=not args.no_embed_decay)
                 suffix = "" if args.embed_init_scale == 1.0 else f"_e{args.embed_init_scale:g}"
+                suffix += "_nd" if args.no_embed_decay else ""
                 runs.append(
                     MatchingRun(
                         name=f"g{gamma:g}_{norm}{suffix}_s{seed}",
@@ -236,6 +244,7 @@ def build_runs(args: argparse.Namespace) -> list[MatchingRun]:
                             "norm": norm,
                             "seed": seed,
                             "embed_init_scale": args.embed_init_scale,
+                            "decay_embeddings": not args.no_embed_decay,
                         },  # fmt: skip
                     )
                 )

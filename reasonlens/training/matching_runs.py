@@ -35,7 +35,7 @@ RESULT_FILE = "result.json"
 SPLITS = ("train", "test", "ood")
 GRID_CHECKPOINT_STEPS = 200  # the most steps a killed grid run loses
 # labels that repeat a model or training field (so they are left out of run fingerprints)
-DERIVED_LABELS = ("precision", "embed_init_scale")
+DERIVED_LABELS = ("precision", "embed_init_scale", "decay_embeddings")
 
 
 @dataclass
@@ -102,6 +102,8 @@ class MatchingRun:
         # the precision label repeats train.bf16.
         if d["model"].get("embed_init_scale") == 1.0:
             d["model"].pop("embed_init_scale")
+        if d["train"].get("decay_embeddings") is True:
+            d["train"].pop("decay_embeddings")
         d["labels"] = {k: v for k, v in d["labels"].items() if k not in DERIVED_LABELS}
         d["steps"] = list(self.steps) if isinstance(self.steps, tuple) else self.steps
         return json.loads(json.dumps(d, sort_keys=True, default=str))

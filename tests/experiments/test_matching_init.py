@@ -84,6 +84,11 @@ def test_default_grid_has_three_seeds_and_the_remedy_flag_reaches_the_model():
     assert exp.build_runs(exp.parse_args(["--quick"]))[0].train.steps == 30  # --quick stays tiny
     big = exp.build_runs(exp.parse_args(["--embed-init-scale", "2", "--norms", "post", "--gammas", "0.5"]))
     assert all(r.model.embed_init_scale == 2.0 and r.labels["embed_init_scale"] == 2.0 for r in big)
-    assert big[0].name == "g0.5_post_e2_s0"
+    assert big[0].name == "g0.5_post_e2_s0" and all(r.train.decay_embeddings for r in big)
+    nd = exp.build_runs(
+        exp.parse_args(["--no-embed-decay", "--norms", "post", "--gammas", "0.5", "--seeds", "0"])
+    )
+    assert [r.name for r in nd] == ["g0.5_post_nd_s0"] and not nd[0].train.decay_embeddings
+    assert nd[0].labels["decay_embeddings"] is False
     args = exp.parse_args(["--precision", "bf16"])
     assert args.precision == "bf16" and exp.parse_args([]).precision == "auto"

@@ -165,9 +165,18 @@ def test_grid_curves_record_embedding_norms(tmp_path):
 def test_fingerprint_ignores_the_derived_labels_and_default_embed_scale():
     run = make_run()
     labelled = make_run()
-    labelled.labels = {**labelled.labels, "precision": "fp32", "embed_init_scale": 1.0}
+    labelled.labels = {
+        **labelled.labels,
+        "precision": "fp32",
+        "embed_init_scale": 1.0,
+        "decay_embeddings": True,
+    }
     assert run.fingerprint() == labelled.fingerprint()
     assert "embed_init_scale" not in run.fingerprint()["model"]
+    assert "decay_embeddings" not in run.fingerprint()["train"]
+    no_decay = make_run()
+    no_decay.train = no_decay.train.__class__(**{**no_decay.train.to_dict(), "decay_embeddings": False})
+    assert no_decay.fingerprint()["train"]["decay_embeddings"] is False
     bigger = make_run()
     bigger.model = bigger.model.replace(embed_init_scale=2.0)
     assert bigger.fingerprint() != run.fingerprint()
