@@ -62,6 +62,8 @@ def build_grid(n_runs: int, steps: int, quick: bool) -> list:
         init=None,
         lr=None,
         no_early_stop=True,
+        embed_init_scale=1.0,
+        no_embed_decay=False,
         fp32=False,
         device="cpu",
         no_progress=True,

@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--margin", type=cli.nonneg_int, help="off-path pairs per example beyond the k hops")
     p.add_argument("--no-early-stop", action="store_true", help="always train the full number of steps")
     p.add_argument("--no-analysis", action="store_true", help="skip the probes of the best run")
-    p.add_argument("--fp32", action="store_true", help="disable bf16 autocast")
+    p.add_argument("--fp32", action="store_true", help="same as --precision fp32")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
     p.add_argument("--out", type=cli.out_dir, default=Path("figures/depth_vs_steps"), help="output directory")
     p.add_argument("--force", action="store_true", help="retrain runs that already have results")
@@ -96,7 +96,7 @@ from reasonlens.probes.collect import hook_label, ordered_hooks, resid_hooks  # 
 from reasonlens.tasks import matching  # noqa: E402
 from reasonlens.training import evaluate_lm  # noqa: E402
 from reasonlens.training.grid import backend_from_args  # noqa: E402
-from reasonlens.training.matching_runs import MatchingRun, grid_train_config, run_grid  # noqa: E402
+from reasonlens.training.matching_runs import MatchingRun, grid_train_config, resolve_precision, run_grid  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -252,8 +252,6 @@ def resolve_preset(args: argparse.Namespace) -> Preset:
     }  # fmt: skip
     if args.no_early_stop:
         overrides["solved_patience"] = None
-    if args.fp32:
-        overrides["bf16"] = False
     if "lr" in overrides and preset.schedule == "constant":
         overrides["min_lr"] = overrides["lr"]
     return replace(preset, **overrides)
@@ -367,12 +365,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runs = build_runs(pr, args)  # validates every task and model before any training
         backend = backend_from_args(args, len(runs))
+        runs, precision = resolve_precision(
+            runs,
+            "fp32" if args.fp32 else args.precision,
+            None if args.force else args.out / "runs",  # --force retrains: time afresh
+            threads=backend.run_threads(),
+        )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     out = args.out
     print(f"{len(runs)} runs on {backend.describe()} -> {out}", file=sys.stderr)
+    print(precision.describe(), file=sys.stderr)
     results, curves = run_grid(runs, out, force=args.force, progress=not args.no_progress, backend=backend)
     results["accuracy"] = results["train_acc"]  # fresh in-distribution examples
     results = add_cross_order_accuracy(results, pr, out)

@@ -13,10 +13,15 @@ Models, in order of preference:
 models for a few seconds instead (a smoke test).
 
 Writes under figures/matching_mechanism/ (or --out): models.csv, accuracy.csv, probes.csv,
-attention.csv, matching_matrix.csv, matching_scores.csv, patching.csv, information_flow.csv,
-summary.json, and a figure for each (HTML always, PNG when Chromium is available). Prints a few
-lines per model (accuracies, where each hop becomes readable, the strongest matching head) and the
-files written; the whole summary is in summary.json.
+attention.csv, matching_matrix.csv (the query each layer actually reads: the residual stream at
+the query position), matching_matrix_variants.csv (embedding query on ID tokens, with positions,
+on OOD tokens; stream query on ID and OOD examples), matching_scores.csv (per variant), ood.csv
+(OOD accuracy: raw, OOD embedding rows rescaled to the trained rows' norm, random directions at
+that norm), ood_answers.csv (answer / hop1_node / other_in_context / not_in_context, per
+variant), embedding_norms.csv, patching.csv, information_flow.csv, summary.json, and a figure for
+each (HTML always, PNG when Chromium is available). Prints a few lines per model (accuracies, where
+each hop becomes readable, the strongest matching head) and the files written; the whole summary is
+in summary.json.
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ from reasonlens.plots import (  # noqa: E402
     attention_figure,
     information_flow_figure,
     matching_matrix_figure,
+    ood_figure,
     patching_figure,
     probe_figure,
     save_figure,
@@ -206,6 +212,7 @@ def main(argv: list[str] | None = None) -> dict:
         "attention": attention_figure(merged["attention"]),
         "matching_matrix": matching_matrix_figure(merged["matching_matrix"]),
         "patching": patching_figure(merged["patching"], position_labels=layout_labels(analysis)),
+        "ood": ood_figure(merged["ood"], merged["ood_answers"]),
     }
     for name in models:
         edges = merged["information_flow"][merged["information_flow"].model == name]

@@ -112,7 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--d-model", type=cli.positive_int, help="model width (d_head follows it for the CPU preset)"
     )
     p.add_argument("--no-early-stop", action="store_true", help="always train the full number of steps")
-    p.add_argument("--fp32", action="store_true", help="disable bf16 autocast (the CPU preset uses it)")
+    p.add_argument("--fp32", action="store_true", help="same as --precision fp32")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
     p.add_argument("--out", type=cli.out_dir, default=Path("figures/matching_noise"), help="output directory")
     p.add_argument("--force", action="store_true", help="retrain runs that already have results")
@@ -157,7 +157,13 @@ from reasonlens.plots import save_figure  # noqa: E402
 from reasonlens.plots.interventions import variant_comparison  # noqa: E402
 from reasonlens.plots.training import learning_curves  # noqa: E402
 from reasonlens.training.grid import backend_from_args  # noqa: E402
-from reasonlens.training.matching_runs import GridPreset, MatchingRun, grid_train_config, run_grid  # noqa: E402
+from reasonlens.training.matching_runs import (  # noqa: E402
+    GridPreset,
+    MatchingRun,
+    grid_train_config,
+    resolve_precision,
+    run_grid,
+)
 
 
 @dataclass(frozen=True)
@@ -277,8 +283,6 @@ def build_runs(args: argparse.Namespace) -> list[MatchingRun]:
             overrides["d_head"] = args.d_model
     if args.no_early_stop:
         overrides["solved_patience"] = None
-    if args.fp32:
-        overrides["bf16"] = False
     pr = replace(preset, **overrides)
     runs = []
     for norm, gamma in pr.settings:
@@ -351,11 +355,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runs = build_runs(args)  # validates every setting before any training
         backend = backend_from_args(args, len(runs))
+        runs, precision = resolve_precision(
+            runs,
+            "fp32" if args.fp32 else args.precision,
+            None if args.force else args.out / "runs",  # --force retrains: time afresh
+            threads=backend.run_threads(),
+        )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     print(f"{len(runs)} runs on {backend.describe()} -> {args.out}", file=sys.stderr)
+    print(precision.describe(), file=sys.stderr)
     results, curves = run_grid(
         runs, args.out, force=args.force, progress=not args.no_progress, backend=backend
     )

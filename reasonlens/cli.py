@@ -198,7 +198,8 @@ def add_backend_options(p: argparse.ArgumentParser) -> None:
 
 def grid_parser(doc: str) -> argparse.ArgumentParser:
     """The parser every grid script starts from: its docstring's first paragraph as description,
-    the one-line errors of :func:`prepare`, ``--preset cpu|paper`` and ``--quick``; add the grid
+    the one-line errors of :func:`prepare`, ``--preset cpu|paper``, ``--quick`` and ``--precision
+    auto|fp32|bf16`` (pass it to ``matching_runs.resolve_precision``); add the grid
     backend with :func:`add_backend_options`."""
     p = argparse.ArgumentParser(
         description=doc.split("\n\n")[0] + " See the module docstring and README for details.",
@@ -207,4 +208,11 @@ def grid_parser(doc: str) -> argparse.ArgumentParser:
     prepare(p)
     p.add_argument("--preset", choices=["cpu", "paper"], default="cpu", help="configuration to start from")
     p.add_argument("--quick", action="store_true", help="tiny models and budget: a smoke run in seconds")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="training precision: fp32, bf16 autocast, or auto (time a few steps of both here and "
+        "take the faster; runs already in --out keep theirs)",
+    )
     return p

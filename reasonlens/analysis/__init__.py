@@ -6,9 +6,20 @@ from reasonlens.analysis.circuits import (
     diagonal_dominance,
     matching_matrix,
     matching_matrix_tensor,
+    matching_matrix_variants,
     matching_scores,
+    stream_matching_matrix,
+    stream_matching_matrix_tensor,
+    stream_queries,
 )
 from reasonlens.analysis.flow import information_flow
+from reasonlens.analysis.ood import (
+    embedding_norm_monitor,
+    embedding_norms,
+    ood_accuracy,
+    ood_answers,
+    with_ood_rows,
+)
 from reasonlens.analysis.patching import (
     activation_patching,
     logit_diff,
@@ -19,5 +30,7 @@ from reasonlens.analysis.patching import (
 __all__ = [
     "activation_patching", "attention_matching_scores", "attention_patterns", "carry",
     "diagonal_dominance", "information_flow", "logit_diff", "matching_counterfactual",
-    "matching_matrix", "matching_matrix_tensor", "matching_scores", "with_hop_layout",
+    "matching_matrix", "matching_matrix_tensor", "matching_matrix_variants", "matching_scores",
+    "stream_matching_matrix", "stream_matching_matrix_tensor", "stream_queries", "with_hop_layout",
+    "embedding_norm_monitor", "embedding_norms", "ood_accuracy", "ood_answers", "with_ood_rows",
 ]  # fmt: skip

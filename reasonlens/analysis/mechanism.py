@@ -11,8 +11,9 @@ import torch
 from torch import Tensor
 
 from reasonlens.analysis.attention import attention_matching_scores
-from reasonlens.analysis.circuits import matching_matrix, matching_scores
+from reasonlens.analysis.circuits import matching_matrix_variants, matching_scores
 from reasonlens.analysis.flow import information_flow
+from reasonlens.analysis.ood import VARIANTS, embedding_norms, ood_accuracy, ood_answers
 from reasonlens.analysis.patching import activation_patching, matching_counterfactual, with_hop_layout
 from reasonlens.probes import probe_sweep
 from reasonlens.probes.collect import hook_label, ordered_hooks
@@ -93,9 +94,12 @@ def layout_labels(cfg: MechanismConfig) -> dict[int, str]:
 def analyse_matching_model(
     model: torch.nn.Module, cfg: MechanismConfig | None = None, progress: bool = False
 ) -> dict[str, pd.DataFrame]:
-    """All tables for one model: ``accuracy``, ``probes``, ``attention``, ``matching_matrix``,
-    ``matching_scores``, ``patching`` (both counterfactuals, denoising) and
-    ``information_flow`` (the first patching example)."""
+    """All tables for one model: ``accuracy``, ``probes``, ``attention``, ``matching_matrix``
+    (the query each layer reads, on ``cfg.split``), ``matching_matrix_variants`` (every query
+    definition, ID and OOD: :func:`~reasonlens.analysis.matching_matrix_variants`),
+    ``matching_scores`` (per variant), ``ood`` (OOD accuracy raw / rescaled / random directions),
+    ``ood_answers`` (what OOD answers are, per variant), ``embedding_norms``, ``patching`` (both
+    counterfactuals, denoising) and ``information_flow`` (the first patching example)."""
     cfg = cfg or MechanismConfig()
     cfg.validate()
     cfg.check_model(model)
@@ -110,8 +114,15 @@ def analyse_matching_model(
     tables["probes"] = probe_sweep(model, data, seed=cfg.seed, progress=progress)
     tables["attention"] = attention_matching_scores(model, data)
     n_tokens = data.n_tokens
-    tables["matching_matrix"] = matching_matrix(model, tokens=range(1, n_tokens + 1))
-    tables["matching_scores"] = matching_scores(tables["matching_matrix"])
+    ood = matching.generate(cfg.n_examples, "ood", cfg.steps, cfg.seq_len, cfg.kind, seed=(cfg.seed, 8))
+    variants = matching_matrix_variants(model, data, ood, n_tokens=n_tokens)
+    tables["matching_matrix"] = variants[variants.variant == "stream"].drop(columns="variant")
+    tables["matching_matrix_variants"] = variants
+    tables["matching_scores"] = matching_scores(variants)
+    ood_eval = matching.generate(cfg.n_eval, "ood", cfg.steps, cfg.seq_len, cfg.kind, seed=(cfg.seed, 5))
+    tables["ood"] = ood_accuracy(model, ood_eval, seed=cfg.seed)
+    tables["ood_answers"] = ood_answers(model, ood_eval, variants=VARIANTS, seed=cfg.seed)
+    tables["embedding_norms"] = pd.DataFrame([embedding_norms(model, n_tokens)])
     layout = layout_examples(cfg)
     frames = []
     for kind in ("child", "query") if cfg.kind == "single_chain" else ("child",):
@@ -155,8 +166,13 @@ def summarize(tables: dict[str, pd.DataFrame], readout: int, threshold: float = 
         "hop_first_site": first,
         "hop_probe_by_site": by_site,
         "attention": attention,
+        "ood": {r.variant: round(r.accuracy, 4) for r in tables["ood"].itertuples()},
+        "ood_answers_raw": {
+            r.category: round(r.fraction, 4) for r in tables["ood_answers"].itertuples() if r.variant == "raw"
+        },
+        "embedding_norms": {k: round(float(v), 4) for k, v in tables["embedding_norms"].iloc[0].items()},
         "matching_matrix": {
-            f"L{r.layer}H{r.head}": {
+            f"{r.variant} L{r.layer}H{r.head}": {
                 "diag_argmax_frac": round(r.diag_argmax_frac, 4),
                 "diag_zscore": round(r.diag_zscore, 3),
             }

@@ -44,6 +44,8 @@ class ModelConfig:
     ``d_in`` is the number of inputs feeding one output unit: ``d_vocab`` for the token embedding,
     ``n_ctx`` for the position embedding, ``d_model`` for W_Q/W_K/W_V/W_in/W_U, ``n_heads * d_head``
     for W_O and ``d_mlp`` for W_out. Biases start at zero, LayerNorm gains at one.
+    ``embed_init_scale`` multiplies the token embedding's scale alone (default 1): a larger
+    embedding at init keeps never-trained (OOD) rows nearer the norm trained rows grow to.
 
     Attention noise (``noise``, ``noise_alpha``, ``noise_seed``): our reading of the "orthogonal
     noise" / random-matrix reparametrisation of Wang et al. (arXiv 2405.15302, v1-v3), whose exact
@@ -85,6 +87,7 @@ class ModelConfig:
     init: Init = "normal"
     gamma: float = 0.5
     seed: int = 0  # seeds the initial weights, independently of torch's global RNG
+    embed_init_scale: float = 1.0  # multiplies W_E's init scale (std or bound) only
     noise: Noise = "none"  # attention reparametrisation (see the class docstring)
     noise_alpha: float = 0.0  # noise strength, in the space of W_Q W_K^T and W_V W_O
     noise_seed: int | None = None  # seeds the noise matrices Z; None: use ``seed``
@@ -127,6 +130,9 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.gamma must be finite and >= 0 (0.5 usual, 1 small); got {self.gamma!r}"
             )
+        e = self.embed_init_scale
+        if isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e) or e <= 0:
+            raise ValueError(f"ModelConfig.embed_init_scale must be a finite number > 0; got {e!r}")
         self._check_init_underflow()
         if not (isinstance(self.ln_eps, (int, float)) and self.ln_eps > 0):
             raise ValueError(f"ModelConfig.ln_eps must be > 0; got {self.ln_eps!r}")

@@ -361,6 +361,8 @@ class Transformer(HookedRootModule):
                 p.fill_(1.0 if leaf == "w" else 0.0)
                 continue
             scale = init_scale(self.cfg, d_in)
+            if leaf == "W_E":
+                scale *= self.cfg.embed_init_scale
             sample = torch.empty(p.shape, dtype=torch.float32)
             if self.cfg.init == "normal":
                 sample.normal_(0.0, scale, generator=gen)

@@ -31,10 +31,13 @@ def matching_matrix_figure(df: pd.DataFrame, facet: str = "model", head: int = 0
                            colorbar=dict(title="M / max|M|")),
                 row=r, col=c,
             )  # fmt: skip
-            fig.update_yaxes(autorange="reversed", title_text="query token" if c == 1 else None, row=r, col=c)
+            fig.update_yaxes(
+                autorange="reversed", title_text="current node" if c == 1 else None, row=r, col=c
+            )
             fig.update_xaxes(title_text="key token (copied parent)", row=r, col=c)
     fig.update_layout(
-        title=f"Matching matrix E W_QK(l) (E W_OV(l-1))^T, head {head}", template="plotly_white",
+        title=f"Matching matrix: query layer l reads x key of the parent layer l-1 copied, head {head}",
+        template="plotly_white",
         height=380 * len(rows) + 80, width=380 * len(layers) + 120,
     )  # fmt: skip
     return fit_layout(fig)

@@ -12,24 +12,30 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
+from reasonlens.analysis.ood import embedding_norm_monitor
 from reasonlens.cli import ReportedError
 from reasonlens.io import write_csv, write_json
 from reasonlens.models import ModelConfig, Transformer
 from reasonlens.tasks import matching
 from reasonlens.training.grid import Backend, run_tasks
+from reasonlens.training.precision import PrecisionChoice, Timer, choose_precision, seconds_per_step
 from reasonlens.training.sources import FixedSource, StreamSource
 from reasonlens.training.trainer import METRICS_FILE, MODEL_FILE, TrainConfig, train
 
 RESULT_FILE = "result.json"
 SPLITS = ("train", "test", "ood")
 GRID_CHECKPOINT_STEPS = 200  # the most steps a killed grid run loses
+# labels that repeat a model or training field (so they are left out of run fingerprints)
+DERIVED_LABELS = ("precision", "embed_init_scale", "decay_embeddings")
 
 
 @dataclass
@@ -92,6 +98,13 @@ class MatchingRun:
             t.pop(k)
         d = dataclasses.asdict(self)
         d["model"], d["train"] = self.model.to_dict(), t
+        # Fields added later, at their defaults, leave the fingerprints of older runs unchanged;
+        # the precision label repeats train.bf16.
+        if d["model"].get("embed_init_scale") == 1.0:
+            d["model"].pop("embed_init_scale")
+        if d["train"].get("decay_embeddings") is True:
+            d["train"].pop("decay_embeddings")
+        d["labels"] = {k: v for k, v in d["labels"].items() if k not in DERIVED_LABELS}
         d["steps"] = list(self.steps) if isinstance(self.steps, tuple) else self.steps
         return json.loads(json.dumps(d, sort_keys=True, default=str))
 
@@ -154,6 +167,69 @@ def grid_train_config(preset: Any, *, seed: int, device: str, progress: bool, de
     )
 
 
+def stored_precision(runs: Sequence[MatchingRun], runs_dir: str | Path) -> str | None:
+    """The precision ("fp32"/"bf16") of the first of ``runs`` already started under ``runs_dir``
+    (from its ``run.json``), or None when none is."""
+    for run in runs:
+        path = Path(runs_dir) / run.name / "run.json"
+        if path.is_file():
+            bf16 = json.loads(path.read_text()).get("fingerprint", {}).get("train", {}).get("bf16")
+            if bf16 is not None:
+                return "bf16" if bf16 else "fp32"
+    return None
+
+
+def resolve_precision(
+    runs: Sequence[MatchingRun],
+    requested: str,
+    runs_dir: str | Path | None = None,
+    *,
+    steps: int = 5,
+    warmup: int = 2,
+    timer: Timer = time.perf_counter,
+    threads: int | None = None,
+) -> tuple[list[MatchingRun], PrecisionChoice]:
+    """Set every run's precision (``train.bf16`` and the ``precision`` label, a results column).
+
+    ``requested`` is "fp32", "bf16" or "auto": time ``steps`` training steps of the first run's
+    model, batch size and device in both precisions and take the faster
+    (:func:`~reasonlens.training.precision.choose_precision`). With "auto", runs already started
+    under ``runs_dir`` keep the precision they were started in, so a re-run resumes them.
+    ``threads``: torch threads while timing (a grid backend's threads per run), restored after.
+    """
+    if not runs:
+        return [], choose_precision(requested if requested != "auto" else "fp32", lambda p: 0.0)
+    stored = stored_precision(runs, runs_dir) if runs_dir is not None and requested == "auto" else None
+    if stored is not None:
+        choice = PrecisionChoice(stored, "auto", reason=f"auto: as the runs already in {runs_dir}")
+    else:
+        first = runs[0]
+        source = StreamSource(matching.batch_maker("train", **first.task_kwargs()), seed=first.data_seed)
+
+        def measure(precision: str) -> float:
+            return seconds_per_step(
+                lambda: Transformer(first.model), source, first.train, bf16=precision == "bf16",
+                steps=steps, warmup=warmup, timer=timer,
+            )  # fmt: skip
+
+        before = torch.get_num_threads()
+        try:
+            if threads is not None and requested == "auto":
+                torch.set_num_threads(threads)
+            choice = choose_precision(requested, measure)
+        finally:
+            torch.set_num_threads(before)
+    out = [
+        dataclasses.replace(
+            r,
+            train=dataclasses.replace(r.train, bf16=choice.bf16),
+            labels={**r.labels, "precision": choice.precision},
+        )
+        for r in runs
+    ]
+    return out, choice
+
+
 def eval_sets(run: MatchingRun) -> dict[str, Any]:
     """The fixed evaluation batches of a run (train-distribution, test and OOD splits)."""
     kw = run.task_kwargs()
@@ -191,7 +267,10 @@ def execute(run: MatchingRun, out_dir: str | Path, force: bool = False) -> dict[
     if result_path.exists():
         stored = json.loads(result_path.read_text())
         if stored.get("fingerprint") == fingerprint:
-            return stored["row"]
+            row = dict(stored["row"])
+            for k, v in run.labels.items():  # labels added since (precision) fill in
+                row.setdefault(k, v)
+            return row
         raise ValueError(
             f"{run_dir} holds a finished run with different settings; pass force=True (--force) to "
             "retrain it, or choose another output directory"
@@ -205,7 +284,11 @@ def execute(run: MatchingRun, out_dir: str | Path, force: bool = False) -> dict[
         data = matching.generate(run.n_train, split="train", seed=run.data_seed, **run.task_kwargs()).batch()
         source = FixedSource(data, seed=run.data_seed)
     stop = _solved(run) if run.solved_patience else None
-    result = train(Transformer(run.model), source, run.train, eval_sets(run), out_dir=run_dir, stop_when=stop)
+    monitors = {"embedding": embedding_norm_monitor(run.n_tokens)}  # ID/OOD/position norms
+    result = train(
+        Transformer(run.model), source, run.train, eval_sets(run), out_dir=run_dir, stop_when=stop,
+        monitors=monitors,
+    )  # fmt: skip
     m = result.metrics
     row = {
         "run": run.name,
@@ -312,3 +395,37 @@ class GridFailed(ReportedError):
             f"{len(failures)}{of} run(s) failed ({lines}); {where}; "
             "rerun the same command to resume the failed ones"
         )
+
+
+def seed_summary(
+    results: pd.DataFrame,
+    by: Sequence[str] = ("norm", "gamma"),
+    splits: Sequence[str] = SPLITS,
+    threshold_column: str = "step_99",
+) -> pd.DataFrame:
+    """One row per cell ``by`` of a grid's results: the number of seeds, mean and sd over seeds
+    (sample sd, NaN for one seed) of each ``{split}_acc``, how many seeds reached 99% test accuracy
+    (``reached_99``; ``step_99`` not NaN), the mean / min / max of the step at which they did, and
+    every seed's step (``step_99_by_seed``, ``seed:step``, ``-`` for not reached)."""
+    missing = [c for c in (*by, "seed", threshold_column, *(f"{s}_acc" for s in splits)) if c not in results]
+    if missing:
+        raise ValueError(f"seed_summary: results lack column(s) {missing}")
+    rows = []
+    for key, g in results.groupby(list(by), sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        row: dict[str, Any] = dict(zip(by, key))
+        row["n_seeds"] = int(g.seed.nunique())
+        for s in splits:
+            row[f"{s}_acc_mean"] = float(g[f"{s}_acc"].mean())
+            row[f"{s}_acc_sd"] = float(g[f"{s}_acc"].std(ddof=1)) if len(g) > 1 else float("nan")
+        steps = g[threshold_column]
+        reached = steps.dropna()
+        row["reached_99"] = int(len(reached))
+        row["step_99_mean"] = float(reached.mean()) if len(reached) else float("nan")
+        row["step_99_min"] = float(reached.min()) if len(reached) else float("nan")
+        row["step_99_max"] = float(reached.max()) if len(reached) else float("nan")
+        row["step_99_by_seed"] = " ".join(
+            f"{seed}:{int(st) if pd.notna(st) else '-'}" for seed, st in zip(g.seed, steps)
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -34,6 +34,7 @@ SCHEDULES = ("cosine", "linear", "constant")
 STATE_FILE = "state.safetensors"
 METRICS_FILE = "metrics.csv"
 MODEL_FILE = "model.safetensors"
+EMBEDDING_PARAMS = ("embed.W_E", "pos_embed.W_pos")  # what decay_embeddings=False exempts
 
 # Fields that change the numbers a run produces: a resumed run must agree on all of them.
 _NUMERIC_FIELDS = (
@@ -45,6 +46,7 @@ _NUMERIC_FIELDS = (
     "min_lr",
     "schedule",
     "weight_decay",
+    "decay_embeddings",
     "betas",
     "grad_clip",
     "reset_warmup",
@@ -76,7 +78,8 @@ class TrainConfig:
     The learning rate rises linearly from ``warmup_start_lr`` to ``lr`` over ``warmup_steps``, then
     follows ``schedule`` down to ``min_lr`` at ``steps`` ("constant" stays at ``lr``). Weight decay
     applies to weight matrices and embeddings (parameters with two or more dimensions), not to
-    gains and biases.
+    gains and biases; with ``decay_embeddings=False`` not to the embeddings either (parameters
+    named ``embed.W_E`` and ``pos_embed.W_pos``, :data:`EMBEDDING_PARAMS`).
     """
 
     steps: int = 1000
@@ -87,6 +90,7 @@ class TrainConfig:
     min_lr: float = 0.0
     schedule: Schedule = "cosine"
     weight_decay: float = 0.01
+    decay_embeddings: bool = True  # False: no weight decay on the token and position embeddings
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float | None = 1.0
     reset_warmup: int = 0  # steps over which the lr rises back linearly after an optimizer reset
@@ -123,6 +127,10 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"TrainConfig.{name} must be a finite number >= 0; got {v!r}")
+        if not isinstance(self.decay_embeddings, bool):
+            raise ValueError(
+                f"TrainConfig.decay_embeddings must be True or False; got {self.decay_embeddings!r}"
+            )
         if self.lr <= 0:
             raise ValueError(f"TrainConfig.lr must be > 0; got {self.lr!r}")
         if self.schedule not in SCHEDULES:
@@ -238,6 +246,7 @@ def train(
     stop_when: StopFn | None = None,
     extra_params: list[nn.Parameter] | None = None,
     reset_optimizer_at: Callable[[int], bool] | None = None,
+    monitors: Mapping[str, Callable[[nn.Module], Mapping[str, float]]] | None = None,
 ) -> TrainResult:
     """Train ``module`` on batches from ``source`` for ``cfg.steps`` optimizer steps.
 
@@ -251,15 +260,20 @@ def train(
     counts, as a new AdamW would have) before step ``step`` (stepwise internalization resets it at
     every removal); with ``cfg.reset_warmup`` the learning rate then rises linearly back over that
     many steps, since a fresh Adam's first updates move every weight by about the full lr.
+    ``monitors`` maps a name to ``fn(module) -> {metric: value}``, recorded at every evaluation
+    as rows of split ``name`` (e.g. embedding norms; cheap functions of the weights).
     """
     cfg.validate()
     evals = dict(evals or {})
     device = cfg.resolved_device()
     module.to(device)
     out = Path(out_dir) if out_dir is not None else None
-    params = [p for p in module.parameters() if p.requires_grad] + list(extra_params or [])
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
+    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    named += [("", p) for p in extra_params or []]
+    params = [p for _, p in named]
+    skip = () if cfg.decay_embeddings else EMBEDDING_PARAMS
+    decay = [p for n, p in named if p.ndim >= 2 and n not in skip]
+    no_decay = [p for n, p in named if p.ndim < 2 or n in skip]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr,
@@ -282,6 +296,9 @@ def train(
         for split, batch in evals.items():
             for metric, value in eval_fn(module, batch, cfg.eval_batch_size).items():
                 rows.append({"step": step, "split": split, "metric": metric, "value": float(value)})
+        for name, fn in (monitors or {}).items():
+            for metric, value in fn(module).items():
+                rows.append({"step": step, "split": name, "metric": metric, "value": float(value)})
         if loss_ema is not None:  # running mean of the training-batch loss, and the current lr
             rows.append({"step": step, "split": "train_batch", "metric": "loss", "value": loss_ema})
             rows.append({"step": step, "split": "train_batch", "metric": "lr", "value": lr})
@@ -293,7 +310,7 @@ def train(
             info = {"step": step, "wall_time": wall, "train_config": cfg.to_dict(), "loss_ema": loss_ema}
             save_state(out / STATE_FILE, module, optimizer, info)
 
-    if start == 0 and evals:
+    if start == 0 and (evals or monitors):
         record(0)
     module.train()
     stopped, step = False, start
@@ -381,7 +398,11 @@ def _postfix(rows: list[dict[str, Any]], loss_ema: float | None) -> dict[str, st
 
 def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
     now = cfg.to_dict()
-    diff = {k: (saved.get(k), now[k]) for k in _NUMERIC_FIELDS if saved.get(k) != now[k]}
+    # a field added after a state was saved reads as its default there
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    diff = {
+        k: (saved.get(k, defaults[k]), now[k]) for k in _NUMERIC_FIELDS if saved.get(k, defaults[k]) != now[k]
+    }
     if diff:
         details = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in diff.items())
         raise ValueError(

@@ -10,9 +10,14 @@ from reasonlens.analysis import (
     diagonal_dominance,
     matching_matrix,
     matching_matrix_tensor,
+    matching_matrix_variants,
     matching_scores,
+    stream_matching_matrix,
+    stream_matching_matrix_tensor,
+    stream_queries,
 )
 from reasonlens.models import ModelConfig, Transformer
+from reasonlens.tasks import matching
 
 V = 11  # a matching vocabulary with n_tokens = 5: in-distribution tokens 1..5
 
@@ -118,3 +123,93 @@ def test_matching_matrix_uses_the_effective_matrices_with_noise(noise, alpha):
                     getattr(block.attn, name).zero_()
         M = matching_matrix_tensor(hand_noisy, 1)[0]
         torch.testing.assert_close(M, alpha**2 * torch.eye(5) / math.sqrt(V))
+
+
+# -- the query each layer actually reads ---------------------------------------------------------
+
+
+NT = 20  # n_tokens of the stream tests: ID 1..20, OOD 21..40
+VS = 2 * NT + 1
+
+
+def subspace_model():
+    """No norm, attention only, d_model = 2 * VS: tokens one-hot in subspace A (first VS dims),
+    positions random in subspace B. Every layer's OV copies A into B; layers 1 and 2 query with
+    A and key on B. So layer 1 matches its query token exactly, and nothing writes the hop-1 node
+    into A at the query: layer 2 still queries with the original query token."""
+    d = 2 * VS
+    cfg = ModelConfig(n_layers=3, d_model=d, d_head=VS, n_heads=1, d_mlp=0, n_ctx=7, d_vocab=VS, norm="none")
+    model = Transformer(cfg)
+    eye = torch.eye(VS)
+    A, B = slice(0, VS), slice(VS, d)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        model.embed.W_E.zero_()
+        model.embed.W_E[:, A] = eye
+        model.pos_embed.W_pos.zero_()
+        model.pos_embed.W_pos[:, B] = 0.1 * torch.randn(7, VS, generator=gen)
+        for layer, block in enumerate(model.blocks):
+            attn = block.attn
+            for name in ("W_Q", "W_K", "W_V", "W_O"):
+                getattr(attn, name).zero_()
+            attn.W_V[0, A] = eye
+            attn.W_O[0, :, B] = eye
+            attn.W_Q[0, A] = eye
+            attn.W_K[0, A if layer == 0 else B] = eye
+    return model
+
+
+def test_layer_one_stream_query_gives_the_expected_diagonal():
+    model = subspace_model()
+    data = matching.generate(400, "test", steps=2, seq_len=7, seed=0, n_tokens=NT)
+    M, tokens = stream_matching_matrix_tensor(model, data, 1, key_positions=False)
+    assert tokens == sorted(set(data.paths[:, 0].tolist()))
+    torch.testing.assert_close(M[0], torch.eye(len(tokens)) / math.sqrt(VS))
+    M_pos, _ = stream_matching_matrix_tensor(model, data, 1, key_positions=True)
+    assert diagonal_dominance(M_pos[0])["diag_argmax_frac"] == 1.0
+
+
+def test_layer_two_reads_the_stream_not_the_embedding():
+    model = subspace_model()
+    data = matching.generate(600, "test", steps=2, seq_len=7, seed=1, n_tokens=NT)
+    # the embedding measure calls layer 2 diagonal ...
+    assert (
+        diagonal_dominance(matching_matrix_tensor(model, 2, list(range(1, NT + 1)))[0])["diag_argmax_frac"]
+        == 1.0
+    )
+    # ... but its query holds the query token, never the hop-1 node the rows are indexed by
+    M, tokens = stream_matching_matrix_tensor(model, data, 2, key_positions=False)
+    assert tokens == sorted(set(data.paths[:, 1].tolist()))
+    assert (M[0].diagonal() == 0).all() and diagonal_dominance(M[0])["diag_argmax_frac"] == 0.0
+
+
+def test_stream_query_differs_from_the_embedding_query_in_a_trained_like_model():
+    model = Transformer(
+        ModelConfig(n_layers=3, d_model=16, d_mlp=16, n_ctx=7, d_vocab=VS, norm="post", seed=3)
+    )
+    data = matching.generate(20, "test", steps=2, seq_len=7, seed=2, n_tokens=NT)
+    stream_q = stream_queries(model, data.inputs, 2, data.query_pos)
+    embed_q = carry(model, model.W_E[data.inputs[:, data.query_pos]], 0, 2)
+    assert stream_q.shape == embed_q.shape == (20, 16)
+    assert (stream_q - embed_q).norm(dim=-1).min() > 1e-2
+    # block 0 reads the embedding plus the position (through LN1 for pre-LN)
+    for norm in ("post", "pre"):
+        m = Transformer(model.cfg.replace(norm=norm))
+        q0 = stream_queries(m, data.inputs, 0, data.query_pos)
+        x = m.W_E[data.inputs[:, 6]] + m.W_pos[6]
+        torch.testing.assert_close(q0, carry(m, x, 0, 0) if norm == "pre" else x)
+
+
+def test_variants_table():
+    model = subspace_model()
+    ids = matching.generate(300, "test", steps=2, seq_len=7, seed=0, n_tokens=NT)
+    oods = matching.generate(300, "ood", steps=2, seq_len=7, seed=0, n_tokens=NT)
+    df = matching_matrix_variants(model, ids, oods, n_tokens=NT)
+    assert set(df.variant) == {"embedding", "embedding_positions", "embedding_ood", "stream", "stream_ood"}
+    scores = matching_scores(df)
+    assert set(scores.variant) == set(df.variant) and set(scores.layer) == {1, 2}
+    ood1 = df[(df.variant == "stream_ood") & (df.layer == 1)]
+    assert ood1.query_token.min() > NT  # OOD queries; layer 2's current node is shifted into ID
+    assert df[(df.variant == "stream_ood") & (df.layer == 2)].query_token.max() <= NT
+    assert df[df.variant == "embedding_ood"].query_token.min() == NT + 1
+    assert len(stream_matching_matrix(model, ids, layers=[1])) == len(set(ids.paths[:, 0].tolist())) ** 2

@@ -31,10 +31,18 @@ def test_quick_mode_end_to_end(tmp_path, no_static_export, capsys):
         assert (out / ckpt).is_file()
     curves = pd.read_csv(out / "curves.csv")
     assert {"step", "split", "metric", "value", "run", "gamma", "norm", "seed"} <= set(curves.columns)
+    assert set(results.precision) <= {"fp32", "bf16"} and results.precision.nunique() == 1
+    assert set(curves[curves.split == "embedding"].metric) >= {"id_norm", "ood_norm", "ood_id_ratio"}
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 4 and {"n_seeds", "test_acc_mean", "test_acc_sd", "reached_99"} <= set(
+        summary.columns
+    )
+    assert (out / "embedding_norms.html").exists()
     assert (out / "accuracy_vs_gamma.html").stat().st_size > 10_000
     assert (out / "learning_curves.html").exists()
     printed = capsys.readouterr().out
     assert "small init (gamma=1) + post-LN" in printed and "results.csv" in printed
+    assert f"precision {results.precision.iloc[0]}" in printed
     # a second run reuses every finished run: same table, no retraining
     before = {c: (out / c).stat().st_mtime_ns for c in results.checkpoint}
     assert exp.main(["--quick", "--out", str(out), "--no-progress"]) == 0
@@ -68,3 +76,19 @@ def test_bad_arguments_are_named(argv, message, capsys):
     with pytest.raises(SystemExit):
         exp.parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+def test_default_grid_has_three_seeds_and_the_remedy_flag_reaches_the_model():
+    runs = exp.build_runs(exp.parse_args([]))
+    assert len(runs) == 3 * 2 * 3 and {r.model.seed for r in runs} == {0, 1, 2}
+    assert exp.build_runs(exp.parse_args(["--quick"]))[0].train.steps == 30  # --quick stays tiny
+    big = exp.build_runs(exp.parse_args(["--embed-init-scale", "2", "--norms", "post", "--gammas", "0.5"]))
+    assert all(r.model.embed_init_scale == 2.0 and r.labels["embed_init_scale"] == 2.0 for r in big)
+    assert big[0].name == "g0.5_post_e2_s0" and all(r.train.decay_embeddings for r in big)
+    nd = exp.build_runs(
+        exp.parse_args(["--no-embed-decay", "--norms", "post", "--gammas", "0.5", "--seeds", "0"])
+    )
+    assert [r.name for r in nd] == ["g0.5_post_nd_s0"] and not nd[0].train.decay_embeddings
+    assert nd[0].labels["decay_embeddings"] is False
+    args = exp.parse_args(["--precision", "bf16"])
+    assert args.precision == "bf16" and exp.parse_args([]).precision == "auto"

@@ -43,6 +43,17 @@ def test_quick_mode_writes_every_table_and_figure(quick_run):
         assert (out / f"{name}.html").is_file(), name
     for name in ("probes", "patching"):
         assert "position" in pd.read_csv(out / f"{name}.csv").columns
+    ood = pd.read_csv(out / "ood.csv")
+    assert {"model", "variant", "accuracy"} <= set(ood.columns)
+    assert set(ood.variant) == {"raw", "rescaled", "random_directions"} and len(ood) == 6
+    answers = pd.read_csv(out / "ood_answers.csv")
+    assert set(answers.category) == {"answer", "hop1_node", "other_in_context", "not_in_context"}
+    assert (answers.groupby(["model", "variant"]).fraction.sum().round(6) == 1).all()
+    assert (out / "ood.html").is_file()
+    scores = pd.read_csv(out / "matching_scores.csv")
+    assert {"embedding", "embedding_positions", "embedding_ood", "stream", "stream_ood"} == set(
+        scores.variant
+    )
     assert (out / "information_flow.html").is_file() and (out / "information_flow_large_init.html").is_file()
     probes = pd.read_csv(out / "probes.csv")
     assert set(probes.target) == {"hop0", "hop1", "hop2", "parent", "token"}

@@ -395,3 +395,14 @@ def test_eval_mode_restores_every_module_mode_also_after_an_error():
     assert not any(m.training for m in model.modules())
     with pytest.raises(TypeError, match="needs a torch.nn.Module; got str"), eval_mode("model"):
         pass
+
+
+def test_embed_init_scale_scales_the_token_embedding_only():
+    base = Transformer(tiny_config(d_vocab=201, n_ctx=13, seed=4))
+    big = Transformer(tiny_config(d_vocab=201, n_ctx=13, seed=4, embed_init_scale=2.0))
+    torch.testing.assert_close(big.W_E, 2.0 * base.W_E)
+    torch.testing.assert_close(big.W_pos, base.W_pos)
+    torch.testing.assert_close(big.W_Q, base.W_Q)
+    for bad in (0.0, -1.0, float("inf"), True):
+        with pytest.raises(ValueError, match="embed_init_scale"):
+            tiny_config(embed_init_scale=bad)

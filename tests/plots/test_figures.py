@@ -102,3 +102,28 @@ def test_patching_figure():
     assert list(fig.data[0].x) == ["0", "1", "2 query"]
     assert list(fig.data[0].y) == ["resid_pre 0", "resid_post 0", "resid_post 1"]
     np.testing.assert_allclose(fig.data[0].z, [[0, 0.1, 0.2]] * 3)
+
+
+def test_ood_figure_draws_each_variant_and_category():
+    from reasonlens.plots import ood_figure
+
+    variants = ["raw", "rescaled", "random_directions"]
+    ood = pd.DataFrame(
+        [dict(model=m, variant=v, accuracy=0.1 * i + 0.3 * j) for j, m in enumerate(("a", "b"))
+         for i, v in enumerate(variants)]
+    )  # fmt: skip
+    cats = ["answer", "hop1_node", "other_in_context", "not_in_context"]
+    answers = pd.DataFrame(
+        [
+            dict(model=m, variant=v, category=c, fraction=0.25)
+            for m in ("a", "b")
+            for v in variants
+            for c in cats
+        ]
+    )
+    fig = ood_figure(ood, answers)
+    acc_bars = [t for t in fig.data if t.name in ("a", "b")]
+    assert len(acc_bars) == 2 and list(acc_bars[1].y) == pytest.approx([0.3, 0.4, 0.5])
+    assert {t.name for t in fig.data} - {"a", "b"} == set(cats)
+    with pytest.raises(ValueError, match="lacks column"):
+        ood_figure(ood.drop(columns="accuracy"), answers)

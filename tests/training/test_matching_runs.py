@@ -122,3 +122,61 @@ def test_grid_train_config_copies_the_preset_and_caps_warmup():
     preset.warmup_steps = 4
     tc = mr.grid_train_config(preset, seed=0, device="cpu", progress=False, desc="y")
     assert (tc.warmup_start_lr, tc.warmup_steps) == (0.0, 4)
+
+
+def test_seed_summary_counts_seeds_reaching_99():
+    results = pd.DataFrame(
+        {
+            "norm": ["post"] * 3 + ["pre"],
+            "gamma": [0.5] * 3 + [0.5],
+            "seed": [0, 1, 2, 0],
+            "train_acc": [1.0, 0.8, 0.9, 0.3],
+            "test_acc": [1.0, 0.6, 0.995, 0.2],
+            "ood_acc": [0.4, 0.2, 0.6, 0.1],
+            "step_99": [2800, None, 3600, None],
+        }
+    )
+    table = mr.seed_summary(results).set_index("norm")
+    post, pre = table.loc["post"], table.loc["pre"]
+    assert post.n_seeds == 3 and post.reached_99 == 2 and pre.reached_99 == 0
+    assert post.test_acc_mean == pytest.approx((1.0 + 0.6 + 0.995) / 3)
+    assert post.ood_acc_sd == pytest.approx(0.2)  # sample sd of 0.4, 0.2, 0.6
+    assert post.step_99_mean == 3200 and post.step_99_min == 2800 and post.step_99_max == 3600
+    assert post.step_99_by_seed == "0:2800 1:- 2:3600" and pre.step_99_by_seed == "0:-"
+    assert pd.isna(pre.test_acc_sd) and pd.isna(pre.step_99_mean)
+    with pytest.raises(ValueError, match="lack column"):
+        mr.seed_summary(results.drop(columns="ood_acc"))
+
+
+def test_grid_curves_record_embedding_norms(tmp_path):
+    run = make_run()
+    execute(run, tmp_path)
+    metrics = pd.read_csv(tmp_path / "r" / "metrics.csv")
+    emb = metrics[metrics.split == "embedding"]
+    assert set(emb.metric) == {"id_norm", "ood_norm", "pos_norm", "ood_id_ratio", "pos_id_ratio"}
+    assert sorted(set(emb.step)) == [0, 4, 8, 12]  # at every evaluation
+    at0 = emb[emb.step == 0].set_index("metric").value
+    model = Transformer(run.model)  # the initial weights: untrained rows equal trained ones in scale
+    ids = model.W_E[1:101].detach().norm(dim=-1).mean()
+    assert at0["id_norm"] == pytest.approx(float(ids), rel=1e-5)
+    assert at0["ood_id_ratio"] == pytest.approx(at0["ood_norm"] / at0["id_norm"])
+
+
+def test_fingerprint_ignores_the_derived_labels_and_default_embed_scale():
+    run = make_run()
+    labelled = make_run()
+    labelled.labels = {
+        **labelled.labels,
+        "precision": "fp32",
+        "embed_init_scale": 1.0,
+        "decay_embeddings": True,
+    }
+    assert run.fingerprint() == labelled.fingerprint()
+    assert "embed_init_scale" not in run.fingerprint()["model"]
+    assert "decay_embeddings" not in run.fingerprint()["train"]
+    no_decay = make_run()
+    no_decay.train = no_decay.train.__class__(**{**no_decay.train.to_dict(), "decay_embeddings": False})
+    assert no_decay.fingerprint()["train"]["decay_embeddings"] is False
+    bigger = make_run()
+    bigger.model = bigger.model.replace(embed_init_scale=2.0)
+    assert bigger.fingerprint() != run.fingerprint()

@@ -1,4 +1,6 @@
+import dataclasses
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -227,3 +229,42 @@ def test_reset_warmup_ramps_the_lr_after_each_optimizer_reset_and_resumes_exactl
 def test_reset_warmup_must_be_a_nonnegative_integer():
     with pytest.raises(ValueError, match="reset_warmup"):
         cfg(reset_warmup=-1)
+
+
+def test_monitors_are_recorded_at_every_evaluation():
+    calls = []
+
+    def monitor(module):
+        calls.append(module)
+        return {"w_e_norm": float(module.W_E.detach().norm())}
+
+    model = small_model()
+    res = train(model, stream(), cfg(steps=6, eval_every=3), monitors={"weights": monitor})
+    rows = res.metrics[res.metrics.split == "weights"]
+    assert list(rows.step) == [0, 3, 6] and set(rows.metric) == {"w_e_norm"}
+    assert rows.value.iloc[-1] == pytest.approx(float(model.W_E.detach().norm()))
+    assert all(m is model for m in calls)
+
+
+@pytest.mark.parametrize("decay_embeddings", [True, False])
+def test_decay_embeddings_false_leaves_untrained_embedding_rows_alone(decay_embeddings):
+    model = small_model()
+    before = model.W_E.detach().clone()
+    c = cfg(steps=3, lr=0.1, weight_decay=0.5, warmup_steps=0, schedule="constant", eval_every=3)
+    train(model, stream(), dataclasses.replace(c, decay_embeddings=decay_embeddings))
+    ood_rows = slice(101, 201)  # OOD tokens: never in a training input, so no gradient
+    if decay_embeddings:  # AdamW decay alone: w <- w (1 - lr wd), three times
+        torch.testing.assert_close(model.W_E[ood_rows], before[ood_rows] * 0.95**3)
+    else:
+        torch.testing.assert_close(model.W_E[ood_rows], before[ood_rows])
+    assert not torch.equal(model.W_E[1:101], before[1:101])  # the trained rows did move
+
+
+def test_states_saved_before_decay_embeddings_existed_still_resume():
+    from reasonlens.training.trainer import _check_resumable
+
+    saved = cfg().to_dict()
+    saved.pop("decay_embeddings")
+    _check_resumable(saved, cfg(), Path("state.safetensors"))  # the default: no error
+    with pytest.raises(ValueError, match="decay_embeddings"):
+        _check_resumable(saved, cfg(decay_embeddings=False), Path("state.safetensors"))
