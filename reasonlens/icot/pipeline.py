@@ -302,10 +302,12 @@ def preset(
         lrs = dict.fromkeys(ALL_STAGES, 3e-3)
     elif name == "cpu":
         shape = dict(n_layers=4, d_model=128, n_heads=4, d_mlp=512)
-        shapes = {}
+        # the running-sum loss at Bai et al.'s depth (2 layers, 4 heads): on 3x3 it jumps from ~5%
+        # to 95% exact match between steps 7500 and 19000 and reaches 99% by 22500 (README)
+        shapes = {"aux": dict(shape, n_layers=2)}
         schedule = RemovalSchedule.ramp(n_cot, first=50, last=400, warmup=1000)
         steps = dict(nocot=1500, teacher=1200, student=600, emulator=1500, coupled=1500,
-                     internalize=schedule.end + 3000, aux=6000)  # fmt: skip
+                     internalize=schedule.end + 3000, aux=30_000)  # fmt: skip
         common = dict(
             batch_size=64, warmup_steps=100, eval_every=100, eval_batch_size=1000, checkpoint_every=200
         )
