@@ -3,12 +3,15 @@
 from reasonlens.plots.attention import attention_figure
 from reasonlens.plots.circuits import matching_matrix_figure
 from reasonlens.plots.flow import information_flow_figure
+from reasonlens.plots.knockout import knockout_figure
+from reasonlens.plots.lens import logit_lens_figure
 from reasonlens.plots.ood import ood_figure
 from reasonlens.plots.patching import patching_figure
 from reasonlens.plots.probes import probe_figure
 from reasonlens.plots.save import save_figure, static_export_available
 
 __all__ = [
-    "attention_figure", "information_flow_figure", "matching_matrix_figure", "ood_figure", "patching_figure",
-    "probe_figure", "save_figure", "static_export_available",
+    "attention_figure", "information_flow_figure", "knockout_figure", "logit_lens_figure",
+    "matching_matrix_figure", "ood_figure", "patching_figure", "probe_figure", "save_figure",
+    "static_export_available",
 ]  # fmt: skip
