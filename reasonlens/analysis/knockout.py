@@ -52,6 +52,8 @@ def _check(
     for name, value in (("answers", answers), ("counter", counter)):
         if value is not None and (not isinstance(value, Tensor) or value.shape != (n,)):
             raise ValueError(f"{name} must be a [n] token tensor with n={n}")
+        if value is not None and n and not 0 <= int(value.min()) <= int(value.max()) < model.cfg.d_vocab_out:
+            raise ValueError(f"{name} must be tokens in 0..{model.cfg.d_vocab_out - 1}")
 
 
 def _check_edges(model: torch.nn.Module, edges: Iterable[Edge], n_pos: int) -> list[Edge]:
@@ -111,7 +113,16 @@ def _identity_hooks(model: torch.nn.Module) -> list[tuple[str, object]]:
     return [(f"blocks.{layer}.attn.hook_pattern", lambda p, hook: p) for layer in range(model.cfg.n_layers)]
 
 
-def _run(model, tokens, masks, mode, answers, counter, readout) -> Tensor:  # noqa: ANN001
+def _run(
+    model: torch.nn.Module,
+    tokens: Int[Tensor, "n pos"],
+    masks: dict[int, Bool[Tensor, "head query key"]],
+    mode: str,
+    answers: Int[Tensor, " n"],
+    counter: Int[Tensor, " n"] | None,
+    readout: int,
+) -> Float[Tensor, " n"]:
+    """The metric per example, with ``masks`` knocked out (none: the clean run on the same path)."""
     hooks = _identity_hooks(model)
     for layer, mask in masks.items():
         hooks.append((f"blocks.{layer}.attn.hook_pattern", lambda p, hook, m=mask: knock_out(p, m, mode)))

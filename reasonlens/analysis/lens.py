@@ -110,7 +110,9 @@ def logit_lens(
     ``top1_acc`` (rank 0) and ``mean_logit`` are averages over the examples; ``stream`` names the
     depth ("embed", "block l").
     """
-    n = tokens.shape[0] if tokens.ndim == 2 else -1
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must be [n, pos]; got shape {tuple(tokens.shape)}")
+    n = tokens.shape[0]
     targets: dict[str, Tensor] = {}
     if answers is not None:
         targets["answer"] = answers
@@ -122,7 +124,12 @@ def logit_lens(
         if not isinstance(value, Tensor) or value.shape != (n,):
             shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
             raise ValueError(f"target {name!r} must be a [n] token tensor with n={n}; got {shape}")
-    pos = _positions(positions, tokens.shape[1]) if tokens.ndim == 2 else None
+        if value.numel() and int(value.max()) >= model.cfg.d_vocab_out:
+            raise ValueError(
+                f"target {name!r} holds token {int(value.max())}, outside the model's "
+                f"{model.cfg.d_vocab_out} output tokens"
+            )
+    pos = _positions(positions, tokens.shape[1])
     lens = lens_logits(model, tokens, pos)  # validates tokens
     if not targets:
         targets["final"] = lens[-1].argmax(-1)  # [n, n_positions]: one per position

@@ -115,3 +115,5 @@ def test_bad_edges_are_named(tokens):
         attention_knockout(model, tokens, [(0, 0, 3, 5)], tokens[:, 0])
     with pytest.raises(ValueError, match="mode must be one of"):
         attention_knockout(model, tokens, [(0, 0, 3, 1)], tokens[:, 0], mode="mean")
+    with pytest.raises(ValueError, match="counter must be tokens"):
+        rank_edges(model, tokens, tokens[:, 0], counter=torch.full((3,), -1))

@@ -84,6 +84,10 @@ def test_bad_input_is_named(tokens):
         logit_lens(model, tokens, positions=[9])
     with pytest.raises(ValueError, match="target 'answer'"):
         logit_lens(model, tokens, answers=torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="outside the model's 50 output tokens"):
+        logit_lens(model, tokens, extra_targets={"x": torch.full((3,), 50)})
+    with pytest.raises(ValueError, match="tokens must be"):
+        logit_lens(model, tokens[0])
 
 
 def test_matching_lens_names_hop_nodes():
