@@ -87,24 +87,8 @@ def to_hooked_transformer(model: Transformer):  # noqa: ANN201
             "3.9 with `pip install -c constraints.txt -e .`"
         ) from err
 
-    cfg = model.cfg
     tl_cfg = HookedTransformerConfig(
-        n_layers=cfg.n_layers,
-        d_model=cfg.d_model,
-        n_ctx=cfg.n_ctx,
-        d_head=cfg.d_head,
-        n_heads=cfg.n_heads,
-        d_mlp=cfg.d_mlp if not cfg.attn_only else None,
-        attn_only=cfg.attn_only,
-        d_vocab=cfg.d_vocab,
-        d_vocab_out=cfg.d_vocab_out,
-        act_fn=cfg.act_fn,
-        normalization_type="LN" if cfg.norm == "pre" else None,
-        positional_embedding_type="standard",
-        eps=cfg.ln_eps,
-        default_prepend_bos=False,
-        device=str(model.W_E.device),
-        dtype=model.W_E.dtype,
+        **_tl_config_fields(model), device=str(model.W_E.device), dtype=model.W_E.dtype
     )
     with warnings.catch_warnings():  # 3.9 announces its own removal in 4.0
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -121,22 +105,11 @@ def to_hooked_transformer(model: Transformer):  # noqa: ANN201
     return tl_model
 
 
-def to_transformer_bridge(model: Transformer):  # noqa: ANN201
-    _check_exportable(model, "to_transformer_bridge", "TransformerBridge")
-    if not transformer_bridge_available():
-        raise ImportError(
-            f"to_transformer_bridge needs TransformerLens 4.x (the native TransformerBridge), but "
-            f"transformer-lens {transformerlens_version()} is installed. Use model.to_transformerlens() "
-            "(a HookedTransformer on 3.x), or install 4.x with `pip install -c constraints-tl4.txt -e .`"
-        )
-    import transformer_lens.model_bridge.sources.native  # noqa: F401 - registers boot_native
-    from transformer_lens.config import TransformerBridgeConfig
-    from transformer_lens.model_bridge import TransformerBridge
-    from transformer_lens.utilities.tl_checkpoint_conversion import convert_tl_checkpoint
-
+def _tl_config_fields(model: Transformer) -> dict:
+    """The fields TransformerLens's configs (HookedTransformerConfig, TransformerBridgeConfig) share
+    for one of our models."""
     cfg = model.cfg
-    device, dtype = model.W_E.device, model.W_E.dtype
-    bridge_cfg = TransformerBridgeConfig(
+    return dict(
         n_layers=cfg.n_layers,
         d_model=cfg.d_model,
         n_ctx=cfg.n_ctx,
@@ -151,6 +124,25 @@ def to_transformer_bridge(model: Transformer):  # noqa: ANN201
         positional_embedding_type="standard",
         eps=cfg.ln_eps,
         default_prepend_bos=False,
+    )
+
+
+def to_transformer_bridge(model: Transformer):  # noqa: ANN201
+    _check_exportable(model, "to_transformer_bridge", "TransformerBridge")
+    if not transformer_bridge_available():
+        raise ImportError(
+            f"to_transformer_bridge needs TransformerLens 4.x (the native TransformerBridge), but "
+            f"transformer-lens {transformerlens_version()} is installed. Use model.to_transformerlens() "
+            "(a HookedTransformer on 3.x), or install 4.x with `pip install -c constraints-tl4.txt -e .`"
+        )
+    import transformer_lens.model_bridge.sources.native  # noqa: F401 - registers boot_native
+    from transformer_lens.config import TransformerBridgeConfig
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformer_lens.utilities.tl_checkpoint_conversion import convert_tl_checkpoint
+
+    device, dtype = model.W_E.device, model.W_E.dtype
+    bridge_cfg = TransformerBridgeConfig(
+        **_tl_config_fields(model),
         init_weights=False,  # every weight is overwritten below
         device=str(device),
         dtype=dtype,
