@@ -32,11 +32,16 @@ import time
 from pathlib import Path
 
 from reasonlens import cli
-from reasonlens.names import add_stage_steps_option, parse_stage_steps
+from reasonlens.names import (
+    ICOT_QUICK_RUNS,
+    ICOT_RUNS,
+    add_stage_steps_option,
+    icot_analysis_folders,
+    parse_stage_steps,
+)
 
 DEFAULT_OUT = Path("figures/probe_emulated_states")
-DEFAULT_RUNS = Path("figures/implicit_cot/runs")  # where experiments/implicit_cot.py keeps them
-QUICK_RUNS = Path("figures/implicit_cot/quick/runs")
+DEFAULT_RUNS, QUICK_RUNS = ICOT_RUNS, ICOT_QUICK_RUNS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -72,10 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--html-only", action="store_true", help="skip the PNG copies of the figures (faster)")
     args = p.parse_args(argv)
-    if args.runs is None:  # --out alone keeps every write under it; neither reuses implicit_cot.py's
-        args.runs = args.out / "runs" if args.out is not None else QUICK_RUNS if args.quick else DEFAULT_RUNS
-    if args.out is None:
-        args.out = DEFAULT_OUT / "quick" if args.quick else DEFAULT_OUT
+    args.out, args.runs = icot_analysis_folders(args.out, args.runs, args.quick, DEFAULT_OUT)
     return args
 
 

@@ -28,10 +28,9 @@ import sys
 from pathlib import Path
 
 from reasonlens import cli
+from reasonlens.names import ICOT_RUNS, icot_analysis_folders
 
 DEFAULT_OUT = Path("figures/probe_implicit_answers")
-DEFAULT_RUNS = Path("figures/implicit_cot/runs")
-QUICK_RUNS = Path("figures/implicit_cot/quick/runs")
 METHODS = ("no_cot", "implicit_si", "aux_running_sum")
 
 
@@ -50,15 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=cli.out_dir, default=None, help=f"output folder (default {DEFAULT_OUT})")
     p.add_argument(
         "--runs", type=Path, default=None,
-        help=f"checkpoint folder (default: OUT/runs with --out, else {DEFAULT_RUNS})",
+        help=f"checkpoint folder (default: OUT/runs with --out, else {ICOT_RUNS})",
     )  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--html-only", action="store_true", help="skip the PNG copies of the figures (faster)")
     args = p.parse_args(argv)
-    if args.runs is None:  # --out alone keeps every write under it; neither reuses implicit_cot.py's
-        args.runs = args.out / "runs" if args.out is not None else QUICK_RUNS if args.quick else DEFAULT_RUNS
-    if args.out is None:
-        args.out = DEFAULT_OUT / "quick" if args.quick else DEFAULT_OUT
+    args.out, args.runs = icot_analysis_folders(args.out, args.runs, args.quick, DEFAULT_OUT)
     return args
 
 

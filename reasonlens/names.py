@@ -8,6 +8,7 @@ modules import them from here (one source of truth; tests/test_names.py checks t
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 # attention-noise variants (reasonlens.models.config.ModelConfig.noise)
 NOISES: tuple[str, ...] = ("none", "fixed", "learned", "identity")
@@ -49,3 +50,20 @@ def parse_stage_steps(items: list[str] | None) -> dict[str, int]:
         if steps[stage] < 1:
             raise ValueError(f"--stage-steps: {item!r}: steps must be >= 1")
     return steps
+
+
+ICOT_RUNS = Path("figures/implicit_cot/runs")  # where experiments/implicit_cot.py keeps its checkpoints
+ICOT_QUICK_RUNS = Path("figures/implicit_cot/quick/runs")
+
+
+def icot_analysis_folders(
+    out: Path | None, runs: Path | None, quick: bool, default_out: Path
+) -> tuple[Path, Path]:
+    """``(out, runs)`` of a script analysing implicit_cot.py's models: ``--runs`` as given; else
+    ``OUT/runs`` when ``--out`` is given (nothing written outside it); else implicit_cot.py's own
+    checkpoints (reused). ``out`` defaults to ``default_out`` (``/quick`` with ``--quick``)."""
+    if runs is None:
+        runs = out / "runs" if out is not None else ICOT_QUICK_RUNS if quick else ICOT_RUNS
+    if out is None:
+        out = default_out / "quick" if quick else default_out
+    return out, runs
