@@ -18,6 +18,7 @@ GRID_KEYS = {
     "steps",
     "cores",
     "same_results",
+    "speedup_workers_vs_one_thread",
 }
 
 
