@@ -35,7 +35,9 @@ from reasonlens.icot.pipeline import (
     parse_stage_steps,
     preset,
     run_stages,
+    run_stages_parallel,
     sequence_lengths,
+    stage_lanes,
 )
 from reasonlens.icot.running_sum import RunningSumHeads, add_running_sums, running_sums
 from reasonlens.icot.stages import (
@@ -59,7 +61,8 @@ __all__ = [
     "RunningSumHeads", "ThoughtEmulator", "WithTeacherStates", "add_running_sums",
     "add_stage_steps_option", "add_teacher_states", "answer_of", "diagonal_positions", "emulator_loss",
     "final_format", "generate_answers", "make_data", "normalize", "parse_stage_steps", "preset",
-    "remove_cot_tokens", "run_stages", "running_sums", "sequence_lengths", "smoothing_offsets",
+    "remove_cot_tokens", "run_stages", "run_stages_parallel", "running_sums", "sequence_lengths",
+    "smoothing_offsets", "stage_lanes",
     "smoothing_probabilities", "substitution_hooks", "teacher_states", "train_coupled",
     "train_emulator", "train_internalized", "train_nocot", "train_running_sum", "train_student",
     "train_teacher",

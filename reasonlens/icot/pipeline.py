@@ -456,6 +456,66 @@ def run_stages(
     return run
 
 
+def stage_lanes(setup: ICoTSetup, stages: list[str] | tuple[str, ...] | None = None) -> list[list[str]]:
+    """The stages ``stages`` need (default: all), split into independent lanes: the connected
+    components of the reads-from graph (the distillation chain is one lane; no-CoT, stepwise
+    internalization from scratch and the running-sum model are one each). Longest lane first, by
+    a rough cost (steps x layers x d_model x context length), so a pool starts the long ones first."""
+    todo = setup.needed_stages(ALL_STAGES if stages is None else stages)
+    lane_of: dict[str, int] = {}
+    lanes: list[set[str]] = []
+    for stage in todo:  # training order: a stage's upstream stages come before it
+        joined = {lane_of[u] for u in setup.upstream(stage) if u in lane_of}
+        merged = set().union(*(lanes[i] for i in joined)) | {stage}
+        for i in joined:
+            lanes[i] = set()
+        lanes.append(merged)
+        for st in merged:
+            lane_of[st] = len(lanes) - 1
+    model_of = {"coupled": "emulator"}  # the coupled model's cost is dominated by its emulator
+
+    def cost(stage: str) -> float:
+        cfg = setup.models.get(model_of.get(stage, stage), setup.models["teacher"])
+        return setup.training[stage].steps * cfg.n_layers * cfg.d_model * cfg.n_ctx
+
+    out = [[s for s in todo if s in lane] for lane in lanes if lane]
+    return sorted(out, key=lambda lane: -sum(cost(s) for s in lane))
+
+
+def _train_lane(item: tuple[ICoTSetup, dict[str, mult.MultiplicationData], Path, list[str]]) -> list[str]:
+    setup, splits, run_dir, lane = item  # a worker: train the lane's stages into their checkpoints
+    run_stages(setup.with_progress(False), splits, run_dir, log=lambda _msg: None, stages=lane)
+    return lane
+
+
+def run_stages_parallel(
+    setup: ICoTSetup,
+    splits: dict[str, mult.MultiplicationData],
+    run_dir: str | Path,
+    backend: Any,
+    log: Any = print,
+    stages: list[str] | tuple[str, ...] | None = None,
+    progress: bool = True,
+) -> ICoTRun:
+    """:func:`run_stages` with the independent lanes (:func:`stage_lanes`) trained side by side on
+    ``backend`` (a :class:`reasonlens.training.grid.Backend`: local worker processes or Ray), then
+    every stage reloaded here from its checkpoint. Each stage trains exactly as it would alone
+    (same seeds, same data), on ``backend``'s thread count. A lane that fails raises, naming it."""
+    from reasonlens.training.grid import run_tasks
+
+    lanes = stage_lanes(setup, stages)
+    if len(lanes) > 1 and (backend.workers > 1 or backend.ray is not None):
+        out = Path(run_dir)
+        names = ["+".join(lane) for lane in lanes]
+        log(f"training {len(lanes)} independent lanes on {backend.describe()}: {', '.join(names)}")
+        _, failures = run_tasks(
+            _train_lane, [(setup, splits, out, lane) for lane in lanes], names, backend, progress=progress
+        )
+        if failures:
+            raise RuntimeError("; ".join(f"lane {name} failed: {err}" for name, err in failures.items()))
+    return run_stages(setup, splits, run_dir, log=log, stages=stages)
+
+
 def _metric_names(res: TrainResult) -> list[str]:
     m = res.metrics
     return sorted(m[m.split == "valid"].metric.unique()) if len(m) else []

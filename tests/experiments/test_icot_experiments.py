@@ -111,6 +111,7 @@ def test_methods_flag_trains_only_what_the_chosen_methods_need(tmp_path):
         ("probe_emulated_states", ["--device", "tpu9"], "--device: unknown device 'tpu9'"),
         ("implicit_cot", ["--stage-steps", "student=0"], "'student=0': steps must be >= 1"),
         ("implicit_cot", ["--methods", "telepathy"], "--methods: unknown method(s) ['telepathy']"),
+        ("implicit_cot", ["--workers", "0"], "--workers must be >= 1; got 0"),
         ("probe_emulated_states", ["--stage-steps", "pupil=3"], "expected STAGE=N"),
     ],
 )

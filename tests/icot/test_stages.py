@@ -16,6 +16,8 @@ from reasonlens.icot import (
     parse_stage_steps,
     preset,
     run_stages,
+    run_stages_parallel,
+    stage_lanes,
     train_coupled,
     train_emulator,
     train_nocot,
@@ -26,6 +28,7 @@ from reasonlens.icot.states import teacher_states
 from reasonlens.models import Transformer
 from reasonlens.tasks import multiplication as M
 from reasonlens.training import TrainConfig
+from reasonlens.training.grid import Backend
 from tests.conftest import tiny_config
 
 
@@ -193,6 +196,43 @@ def test_run_stages_trains_only_the_stages_asked_for_and_what_they_read(tmp_path
     assert (si - te).abs().max() < 0.5  # a few small steps away from the teacher
     with pytest.raises(ValueError, match=r"unknown stage\(s\) \['magic'\]"):
         setup.needed_stages(["magic"])
+
+
+def test_stage_lanes_are_the_independent_chains_longest_first():
+    setup = preset("cpu", (3, 3))
+    lanes = stage_lanes(setup)
+    assert sorted(map(tuple, lanes)) == sorted(
+        [("nocot",), ("teacher", "student", "emulator", "coupled"), ("internalize",), ("aux",)]
+    )
+    assert lanes[0] == ["internalize"]  # 7.9k steps x 4 layers x 41 positions: the costliest, first
+    assert lanes[-1] == ["nocot"]  # 1.5k steps x 4 layers x 16 positions: the cheapest, last
+    # a stage that reads from another joins its lane
+    from_teacher = dataclasses.replace(setup, si_init="teacher")
+    lanes = stage_lanes(from_teacher, ["internalize", "nocot"])
+    assert sorted(map(tuple, lanes)) == [("nocot",), ("teacher", "internalize")]
+    assert stage_lanes(setup, ["coupled"]) == [["teacher", "student", "emulator", "coupled"]]
+
+
+def test_parallel_lanes_train_the_same_weights_as_one_process(tmp_path):
+    setup = preset("cpu", (2, 2), quick=True).with_progress(False).with_device("cpu")
+    stages = ["nocot", "aux", "internalize"]
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' thread count, so the sums run in the same order
+    try:
+        serial = run_stages(setup, run_dir=tmp_path / "serial", log=lambda *_: None, stages=stages)
+    finally:
+        torch.set_num_threads(before)
+    logs = []
+    parallel = run_stages_parallel(
+        setup, serial.splits, tmp_path / "parallel", Backend(workers=2, threads=1), log=logs.append,
+        stages=stages, progress=False,
+    )  # fmt: skip
+    assert "3 independent lanes on 2 local workers" in logs[0]
+    assert sorted(parallel.results) == sorted(stages)
+    for name in stages:
+        assert_same_weights(serial.models[name], parallel.models[name])
+        assert parallel.results[name].steps_done == setup.training[name].steps
+        assert parallel.results[name].wall_time > 0  # the workers' training time, read back
 
 
 def test_setups_validate_and_key_only_on_what_changes_the_weights():
