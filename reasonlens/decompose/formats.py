@@ -72,6 +72,27 @@ def max_length(tok: WordTokenizer, problems: Sequence[WordProblem]) -> int:
     return max(len(sequence(tok, p, m)[0]) for p in problems for m in MODELS)
 
 
+def generation_limits(tok: WordTokenizer, problems: Sequence[WordProblem], margin: int = 8) -> dict[str, int]:
+    """The most tokens each model may generate at inference: the longest continuation of its
+    training format over ``problems`` (for the solver: one sub-answer and its ``<nl>``) plus
+    ``margin``, so that a model that never stops costs a bounded time."""
+    limits = {m: 0 for m in MODELS}
+    for p in problems:
+        n_prompt = len(tok.encode(p.question)) + 1
+        for m in ("cot", "decomposer"):
+            limits[m] = max(limits[m], len(sequence(tok, p, m)[0]) - n_prompt)
+        limits["solver"] = max([limits["solver"], *(len(tok.encode(s.text)) + 1 for s in p.steps)])
+    return {m: v + margin for m, v in limits.items()}
+
+
+def trim(batch: Batch) -> Batch:
+    """``batch`` without its trailing columns of padding (no real input and no trained target)."""
+    used = (batch.inputs != 0) | batch.mask
+    cols = used.any(dim=0).nonzero()
+    width = int(cols.max()) + 1 if len(cols) else 1
+    return Batch(batch.inputs[:, :width], batch.targets[:, :width], batch.mask[:, :width], batch.extra)
+
+
 def make_batch(tok: WordTokenizer, problems: Sequence[WordProblem], model: str) -> Batch:
     """Right-padded next-token batch: ``targets[b, t] = ids[t + 1]``, masked where that token is trained."""
     if not problems:

@@ -37,14 +37,17 @@ from reasonlens.decompose.formats import (
     QMARK,
     SEP,
     cot_answer,
+    generation_limits,
     last_number,
     make_batch,
     max_length,
     same_number,
     tokenizer_for,
+    trim,
 )
 from reasonlens.models import ModelConfig, Transformer
 from reasonlens.models.decoding import greedy_decode
+from reasonlens.tasks.batch import Batch
 from reasonlens.tasks.wordproblems import WordProblem, WordTokenizer, check_steps, generate_problems
 from reasonlens.training import FixedSource, TrainConfig, TrainResult, masked_lm_loss, train
 
@@ -61,15 +64,15 @@ class DecomposeConfig:
     d_model: int = 64
     n_heads: int = 4
     d_mlp: int = 256
-    steps: int = 1500
+    steps: int = 800
     batch_size: int = 32
-    lr: float = 1e-3
-    warmup_steps: int = 100
+    lr: float = 2e-3
+    warmup_steps: int = 50
     n_train: int = 20_000
     n_valid: int = 256
-    n_test_per_steps: int = 100
+    n_test_per_steps: int = 50
     n_steps: tuple[int, ...] = (2, 3, 4, 5)
-    eval_every: int = 250
+    eval_every: int = 200
     decode_batch_size: int = 200
 
     def __post_init__(self) -> None:
@@ -113,6 +116,7 @@ class Data:
     valid: list[WordProblem]
     test: list[WordProblem]
     n_ctx: int
+    limits: dict[str, int]  # most tokens each model may generate (from the training problems)
 
 
 def make_data(cfg: DecomposeConfig, seed: int) -> Data:
@@ -123,7 +127,7 @@ def make_data(cfg: DecomposeConfig, seed: int) -> Data:
     test_p = generate_problems(cfg.n_test_per_steps * len(cfg.n_steps), "test", seed=seed, steps=cfg.n_steps)
     tok = tokenizer_for(train_p)
     n_ctx = max_length(tok, [*train_p, *valid_p, *test_p]) + N_CTX_MARGIN
-    return Data(tok, train_p, valid_p, test_p, n_ctx)
+    return Data(tok, train_p, valid_p, test_p, n_ctx, generation_limits(tok, train_p))
 
 
 def model_config(cfg: DecomposeConfig, data: Data, seed: int) -> ModelConfig:
@@ -148,9 +152,13 @@ def train_model(
     if name not in MODELS:
         raise ValueError(f"model must be one of {MODELS}; got {name!r}")
     model = Transformer(model_config(cfg, data, seed))
-    source = FixedSource(make_batch(data.tokenizer, data.train, name), seed=seed)
+    epochs = FixedSource(make_batch(data.tokenizer, data.train, name), seed=seed)
+
+    def source(step: int, batch_size: int) -> Batch:  # a pure function of the step, as the trainer needs
+        return trim(epochs(step, batch_size))
+
     tcfg = TrainConfig(
-        steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
+        steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=min(cfg.warmup_steps, cfg.steps),
         min_lr=cfg.lr / 10, eval_every=cfg.eval_every, eval_batch_size=256, device=device, seed=seed,
         progress=progress, desc=f"{name} s{seed}",
     )  # fmt: skip
@@ -204,12 +212,16 @@ def generate(
 
 
 def decompose(
-    decomposer: Transformer, tok: WordTokenizer, problems: Sequence[WordProblem], batch_size: int = 200
+    decomposer: Transformer,
+    tok: WordTokenizer,
+    problems: Sequence[WordProblem],
+    batch_size: int = 200,
+    max_new_tokens: int | None = None,
 ) -> list[list[list[int]]]:
     """The decomposer's sub-questions (token ids, one list per sub-question) for every problem."""
     prompts = [tok.encode(p.question) + [tok[SEP]] for p in problems]
     out = []
-    for ids, _ in generate(decomposer, prompts, tok[END], decomposer.cfg.n_ctx, batch_size):
+    for ids, _ in generate(decomposer, prompts, tok[END], max_new_tokens or decomposer.cfg.n_ctx, batch_size):
         subs, cur = [], []
         for t in ids:
             if t == tok[NL]:
@@ -229,6 +241,7 @@ def solve(
     problems: Sequence[WordProblem],
     sub_questions: Sequence[Sequence[list[int]]],
     batch_size: int = 200,
+    max_new_tokens: int | None = None,
 ) -> list[list[list[int]]]:
     """The solver's answer to each sub-question in turn, fed its own earlier answers (greedy)."""
     contexts = [tok.encode(p.question) + [tok[SEP]] for p in problems]
@@ -239,7 +252,7 @@ def solve(
         if not rows:
             break
         prompts = [contexts[i] + list(sub_questions[i][k]) + [tok[QMARK]] for i in rows]
-        generated = generate(solver, prompts, tok[NL], solver.cfg.n_ctx, batch_size)
+        generated = generate(solver, prompts, tok[NL], max_new_tokens or solver.cfg.n_ctx, batch_size)
         alive = []
         for i, prompt, (ids, done) in zip(rows, prompts, generated, strict=True):
             answers[i].append(ids)
@@ -255,10 +268,14 @@ def chain_answer(tok: WordTokenizer, sub_answers: Sequence[list[int]]) -> str | 
 
 
 def cot_answers(
-    cot: Transformer, tok: WordTokenizer, problems: Sequence[WordProblem], batch_size: int = 200
+    cot: Transformer,
+    tok: WordTokenizer,
+    problems: Sequence[WordProblem],
+    batch_size: int = 200,
+    max_new_tokens: int | None = None,
 ) -> list[str | None]:
     prompts = [tok.encode(p.question) + [tok[SEP]] for p in problems]
-    gens = generate(cot, prompts, tok[END], cot.cfg.n_ctx, batch_size)
+    gens = generate(cot, prompts, tok[END], max_new_tokens or cot.cfg.n_ctx, batch_size)
     texts = [tok.decode(ids).replace(NL, "\n") for ids, _ in gens]
     return [cot_answer(t) for t in texts]
 
@@ -269,17 +286,21 @@ def evaluate(
     problems: Sequence[WordProblem],
     seed: int,
     batch_size: int = 200,
+    limits: dict[str, int] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Exact match by number of steps for every method (``results``: method, n_steps, accuracy,
-    seed, n) and one row per problem and method (``predictions``)."""
+    seed, n) and one row per problem and method (``predictions``). ``limits`` caps the tokens each
+    model generates (default: up to its context)."""
+    lim = dict(limits or {})
     truth = [[tok.encode(s) for s in p.sub_questions] for p in problems]
-    subs = decompose(models["decomposer"], tok, problems, batch_size)
+    subs = decompose(models["decomposer"], tok, problems, batch_size, lim.get("decomposer"))
+    solver, n_solve = models["solver"], lim.get("solver")
     predicted = {
-        "cot": cot_answers(models["cot"], tok, problems, batch_size),
+        "cot": cot_answers(models["cot"], tok, problems, batch_size, lim.get("cot")),
         "decomposer_solver": [
-            chain_answer(tok, a) for a in solve(models["solver"], tok, problems, subs, batch_size)
+            chain_answer(tok, a) for a in solve(solver, tok, problems, subs, batch_size, n_solve)
         ],
-        "oracle_solver": [chain_answer(tok, a) for a in solve(models["solver"], tok, problems, truth, batch_size)],
+        "oracle_solver": [chain_answer(tok, a) for a in solve(solver, tok, problems, truth, batch_size, n_solve)],
     }
     rows = []
     for i, p in enumerate(problems):
@@ -320,5 +341,5 @@ def run_seed(
                      "n_params": sum(p.numel() for p in r.module.parameters()),
                      "valid_token_accuracy": r.final("valid", "token_accuracy"),
                      "valid_loss": r.final("valid", "loss")})  # fmt: skip
-    results, predictions = evaluate(models, data.tokenizer, data.test, seed, cfg.decode_batch_size)
+    results, predictions = evaluate(models, data.tokenizer, data.test, seed, cfg.decode_batch_size, data.limits)
     return results, predictions, pd.DataFrame(rows)
