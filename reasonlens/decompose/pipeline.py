@@ -82,7 +82,9 @@ class DecomposeConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if f == "warmup_steps" else 1):
                 raise ValueError(f"DecomposeConfig.{f} must be a positive integer; got {v!r}")
         if self.d_model % self.n_heads:
-            raise ValueError(f"DecomposeConfig: d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+            raise ValueError(
+                f"DecomposeConfig: d_model={self.d_model} is not divisible by n_heads={self.n_heads}"
+            )
         if not self.lr > 0:
             raise ValueError(f"DecomposeConfig.lr must be > 0; got {self.lr!r}")
         if self.batch_size > self.n_train:
@@ -101,8 +103,18 @@ class DecomposeConfig:
 PRESETS: dict[str, DecomposeConfig] = {
     # A smoke run in seconds (the tests).
     "quick": DecomposeConfig(
-        n_layers=1, d_model=16, n_heads=2, d_mlp=32, steps=6, batch_size=8, warmup_steps=1,
-        n_train=64, n_valid=8, n_test_per_steps=3, eval_every=3, decode_batch_size=16,
+        n_layers=1,
+        d_model=16,
+        n_heads=2,
+        d_mlp=32,
+        steps=6,
+        batch_size=8,
+        warmup_steps=1,
+        n_train=64,
+        n_valid=8,
+        n_test_per_steps=3,
+        eval_every=3,
+        decode_batch_size=16,
     ),  # fmt: skip
     # CPU default: see experiments/decomposition.py for how it was sized.
     "cpu": DecomposeConfig(),
@@ -300,7 +312,9 @@ def evaluate(
         "decomposer_solver": [
             chain_answer(tok, a) for a in solve(solver, tok, problems, subs, batch_size, n_solve)
         ],
-        "oracle_solver": [chain_answer(tok, a) for a in solve(solver, tok, problems, truth, batch_size, n_solve)],
+        "oracle_solver": [
+            chain_answer(tok, a) for a in solve(solver, tok, problems, truth, batch_size, n_solve)
+        ],
     }
     rows = []
     for i, p in enumerate(problems):
@@ -341,5 +355,7 @@ def run_seed(
                      "n_params": sum(p.numel() for p in r.module.parameters()),
                      "valid_token_accuracy": r.final("valid", "token_accuracy"),
                      "valid_loss": r.final("valid", "loss")})  # fmt: skip
-    results, predictions = evaluate(models, data.tokenizer, data.test, seed, cfg.decode_batch_size, data.limits)
+    results, predictions = evaluate(
+        models, data.tokenizer, data.test, seed, cfg.decode_batch_size, data.limits
+    )
     return results, predictions, pd.DataFrame(rows)

@@ -33,9 +33,12 @@ def accuracy_by_steps_figure(results: pd.DataFrame, title: str) -> go.Figure:
         color, dash = METHOD_STYLE.get(method, (None, "solid"))
         err = None
         if n_seeds > 1:
-            err = dict(type="data", symmetric=False, array=g["max"] - g["mean"], arrayminus=g["mean"] - g["min"])
-        fig.add_scatter(x=g.index, y=g["mean"], error_y=err, mode="lines+markers",
-                        name=METHOD_LABELS.get(method, method), line=dict(color=color, dash=dash))  # fmt: skip
+            err = dict(
+                type="data", symmetric=False, array=g["max"] - g["mean"], arrayminus=g["mean"] - g["min"]
+            )
+        name = METHOD_LABELS.get(method, method)
+        line = dict(color=color, dash=dash)
+        fig.add_scatter(x=g.index, y=g["mean"], error_y=err, mode="lines+markers", name=name, line=line)
     fig.update_xaxes(title_text="reasoning steps in the problem", dtick=1)
     fig.update_yaxes(title_text="test exact match" + (f" (mean of {n_seeds} seeds)" if n_seeds > 1 else ""),
                      range=[0, 1.02], tickformat=".0%")  # fmt: skip

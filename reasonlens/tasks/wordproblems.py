@@ -97,7 +97,7 @@ class WordProblem:
 
 
 def pair_split(name: str, item: str) -> str:
-    """"test" for a quarter of the (name, item) pairs, "train" for the others."""
+    """ "test" for a quarter of the (name, item) pairs, "train" for the others."""
     if name not in NAMES:
         raise ValueError(f"unknown name {name!r}; the names are {NAMES}")
     if item not in ITEMS:
@@ -132,7 +132,9 @@ def _step_text(x: int, op: str, b: int, c: int, item: str) -> str:
     return f"{x} {op} {b} = <<{x}{op}{b}={c}>>{c} {item}."
 
 
-def make_problem(name: str, item: str, friend: str, start: int, ops: Sequence[tuple[int, int]]) -> WordProblem:
+def make_problem(
+    name: str, item: str, friend: str, start: int, ops: Sequence[tuple[int, int]]
+) -> WordProblem:
     """The problem whose person ``name`` starts with ``start`` ``item`` and applies, in turn, the
     operations ``OPERATIONS[k]`` with operand ``b`` for each ``(k, b)`` of ``ops`` (for ``*`` the
     operand must be 2 for "doubles" and 3 for "triples"; for ``/`` it must be 2)."""
