@@ -46,7 +46,8 @@ NAMES: tuple[str, ...] = (
     "Ann", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivan", "Jo", "Kim", "Leo",
 )  # fmt: skip
 ITEMS: tuple[str, ...] = ("apples", "pens", "coins", "cards", "shells", "books", "stamps", "marbles")
-MAX_VALUE = 200  # every quantity (start, intermediate, answer) stays in 1..MAX_VALUE
+MAX_VALUE = 99  # every quantity (start, intermediate, answer) stays in 1..MAX_VALUE
+MAX_START, MAX_OPERAND = 20, 9  # a start in 2..MAX_START; added or taken: 1..MAX_OPERAND
 MIN_STEPS, MAX_STEPS = 2, 5
 SPLITS = ("train", "test")
 TEST_EVERY = 4  # (name i, item j) is a test pair when (i + j) % TEST_EVERY == 0
@@ -115,10 +116,10 @@ def split_pairs(split: str) -> list[tuple[str, str]]:
 def _operand(op: str, x: int, rng: random.Random) -> int | None:
     """An operand for ``x op b`` keeping the result in 1..MAX_VALUE, or None when there is none."""
     if op == "+":
-        hi = min(20, MAX_VALUE - x)
+        hi = min(MAX_OPERAND, MAX_VALUE - x)
         return rng.randint(1, hi) if hi >= 1 else None
     if op == "-":
-        return rng.randint(1, min(20, x - 1)) if x >= 2 else None
+        return rng.randint(1, min(MAX_OPERAND, x - 1)) if x >= 2 else None
     if op == "*":
         return None  # the factor is fixed by the sentence
     return 2 if x % 2 == 0 else None
@@ -158,7 +159,7 @@ def _random_problem(rng: random.Random, pairs: Sequence[tuple[str, str]], n_step
     name, item = rng.choice(pairs)
     friend = rng.choice([n for n in NAMES if n != name])
     while True:  # rejection: some operation sequences leave the allowed range (rare)
-        start, x, ops = rng.randint(2, 30), 0, []
+        start, ops = rng.randint(2, MAX_START), []
         x = start
         for _ in range(n_steps):
             choices = []

@@ -49,7 +49,7 @@ def test_make_problem_matches_a_hand_made_example():
 def test_make_problem_refuses_a_value_out_of_range():
     with pytest.raises(ValueError, match="not divisible"):
         make_problem("Ann", "pens", "Ben", 5, [(op_index("half"), 2)])
-    with pytest.raises(ValueError, match="leaves 1..200"):
+    with pytest.raises(ValueError, match=f"leaves 1..{wp.MAX_VALUE}"):
         make_problem("Ann", "pens", "Ben", 5, [(op_index("loses"), 5)])
 
 
@@ -60,6 +60,7 @@ def test_every_step_is_right_by_pythons_arithmetic_and_chains(split):
     ops = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a / b}
     for p in problems:
         x = p.meta["start"]
+        assert 2 <= x <= wp.MAX_START
         assert p.question.startswith(f"{p.meta['name']} has {x} {p.meta['item']}.")
         assert len(p.question.split(". ")) == p.n_steps + 2  # start, one sentence per step, question
         for step in p.steps:
@@ -68,7 +69,7 @@ def test_every_step_is_right_by_pythons_arithmetic_and_chains(split):
             a, op, b, a2, op2, b2, c, c2, item = m.groups()
             assert (a, op, b, c) == (a2, op2, b2, c2) and item == p.meta["item"]
             assert int(a) == x and ops[op](int(a), int(b)) == int(c)
-            assert 1 <= int(c) <= wp.MAX_VALUE
+            assert 1 <= int(c) <= wp.MAX_VALUE and (op not in "+-" or int(b) <= wp.MAX_OPERAND)
             assert step.sub_question == f"How many {item} after {step.sub_question.split()[-1]}"
             x = int(c)
         assert p.answer == str(x)
