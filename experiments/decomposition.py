@@ -12,6 +12,7 @@ errors. Test problems use (person, item) pairs never seen in training.
     python experiments/decomposition.py                 # CPU preset (see --help)
     python experiments/decomposition.py --quick         # seconds: a smoke run
     python experiments/decomposition.py --seeds 0 1 2 --out figures/decomposition3
+    python experiments/decomposition.py --gsm8k-train train_socratic.jsonl --gsm8k-test test_socratic.jsonl
 
 Outputs under --out (default figures/decomposition, or figures/decomposition/quick with --quick):
   results.csv       exact match per method, number of steps and seed (method, n_steps, accuracy,
@@ -68,6 +69,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--test-per-steps", type=cli.positive_int, default=None, help="test problems per step count"
     )
+    p.add_argument(
+        "--gsm8k-train", type=cli.existing_file, default=None, metavar="JSONL",
+        help="train on this GSM8K-socratic JSONL file instead of generated problems (with --gsm8k-test)",
+    )  # fmt: skip
+    p.add_argument(
+        "--gsm8k-test", type=cli.existing_file, default=None, metavar="JSONL",
+        help="test on this GSM8K-socratic JSONL file (with --gsm8k-train); accuracy by its step counts",
+    )  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1 or auto")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--html-only", action="store_true", help="skip the PNG copy of the figure (faster)")
@@ -76,6 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         bad = [k for k in args.n_steps if not 2 <= k <= 5]
         if bad:
             p.error(f"--n-steps: each step count must be in 2..5; got {bad[0]}")
+    if (args.gsm8k_train is None) != (args.gsm8k_test is None):
+        p.error("give both --gsm8k-train and --gsm8k-test, or neither")
     if args.seed is not None:
         args.seeds = [args.seed]
     args.seeds = list(dict.fromkeys(args.seeds))
@@ -95,6 +106,7 @@ from reasonlens.decompose import ANSWER_METHODS, PRESETS, run_seed  # noqa: E402
 from reasonlens.io import write_csv  # noqa: E402
 from reasonlens.plots import save_figure  # noqa: E402
 from reasonlens.plots.decompose import accuracy_by_steps_figure  # noqa: E402
+from reasonlens.tasks.wordproblems import read_gsm8k_jsonl, require_sub_questions  # noqa: E402
 from reasonlens.training.trainer import check_device  # noqa: E402
 
 PAPER = (
@@ -116,10 +128,15 @@ def main(argv: list[str] | None = None) -> int:
         if v is not None
     }
     cfg = dataclasses.replace(PRESETS["quick" if args.quick else "cpu"], **overrides)
+    given = None
+    if args.gsm8k_train is not None:  # read and check both files before any training
+        given = (read_gsm8k_jsonl(args.gsm8k_train), read_gsm8k_jsonl(args.gsm8k_test))
+        for problems in given:
+            require_sub_questions(problems)
     t0 = time.perf_counter()
     results, predictions, training = [], [], []
     for seed in args.seeds:
-        r, p, t = run_seed(cfg, seed, args.out / "runs", args.device, progress=not args.no_progress)
+        r, p, t = run_seed(cfg, seed, args.out / "runs", args.device, not args.no_progress, given)
         results.append(r)
         predictions.append(p)
         training.append(t)
@@ -130,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         write_csv(pd.concat(training, ignore_index=True), args.out / "training.csv"),
     ]
     seeds = ", ".join(map(str, args.seeds))
+    data = "GSM8K-socratic" if given else "Word problems"
     fig = accuracy_by_steps_figure(
-        results_df, f"Word problems: CoT vs decomposer + solver ({cfg.steps} steps per model, seeds {seeds})"
+        results_df, f"{data}: CoT vs decomposer + solver ({cfg.steps} steps per model, seeds {seeds})"
     )
     written += save_figure(fig, args.out, "accuracy_by_steps", static=() if args.html_only else ("png",))
     table = results_df.pivot_table(index="method", columns="n_steps", values="accuracy", aggfunc="mean")

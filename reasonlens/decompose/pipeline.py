@@ -48,7 +48,13 @@ from reasonlens.decompose.formats import (
 from reasonlens.models import ModelConfig, Transformer
 from reasonlens.models.decoding import greedy_decode
 from reasonlens.tasks.batch import Batch
-from reasonlens.tasks.wordproblems import WordProblem, WordTokenizer, check_steps, generate_problems
+from reasonlens.tasks.wordproblems import (
+    WordProblem,
+    WordTokenizer,
+    check_steps,
+    generate_problems,
+    require_sub_questions,
+)
 from reasonlens.training import FixedSource, TrainConfig, TrainResult, masked_lm_loss, train
 
 METHODS = ("cot", "decomposer_solver", "oracle_solver", "decomposer")
@@ -91,12 +97,13 @@ class DecomposeConfig:
             raise ValueError(f"DecomposeConfig.batch_size={self.batch_size} exceeds n_train={self.n_train}")
         object.__setattr__(self, "n_steps", check_steps(self.n_steps))
 
-    def key(self, seed: int) -> str:
-        """A short hash of everything that shapes a trained model (the checkpoint folder's suffix)."""
+    def key(self, seed: int, data_tag: str = "generated") -> str:
+        """A short hash of everything that shapes a trained model (the checkpoint folder's suffix):
+        these settings, the seed and the data (``data_tag``)."""
         d = dataclasses.asdict(self)
         for k in ("n_test_per_steps", "decode_batch_size"):  # evaluation only
             d.pop(k)
-        text = json.dumps({**d, "seed": seed}, sort_keys=True)
+        text = json.dumps({**d, "seed": seed, "data": data_tag}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
@@ -129,17 +136,42 @@ class Data:
     test: list[WordProblem]
     n_ctx: int
     limits: dict[str, int]  # most tokens each model may generate (from the training problems)
+    tag: str = "generated"  # what the problems are: "generated", or a hash of the given ones
 
 
-def make_data(cfg: DecomposeConfig, seed: int) -> Data:
+def make_data(
+    cfg: DecomposeConfig,
+    seed: int,
+    given: tuple[Sequence[WordProblem], Sequence[WordProblem]] | None = None,
+) -> Data:
     """Training and validation problems from the train pairs, test problems (``n_test_per_steps``
-    of each step count) from the test pairs; the tokenizer is fitted on the training problems."""
-    train_p = generate_problems(cfg.n_train, "train", seed=seed, steps=cfg.n_steps)
-    valid_p = generate_problems(cfg.n_valid, "train", seed=10_000 + seed, steps=cfg.n_steps)
-    test_p = generate_problems(cfg.n_test_per_steps * len(cfg.n_steps), "test", seed=seed, steps=cfg.n_steps)
+    of each step count) from the test pairs; the tokenizer is fitted on the training problems.
+
+    ``given`` = (train, test) problems (e.g. read from GSM8K-socratic files) replaces the
+    generated ones: the last tenth of ``train`` (at most ``n_valid``) is held out for validation,
+    and every test problem is used (test words unseen in training read as ``<unk>``)."""
+    if given is None:
+        train_p = generate_problems(cfg.n_train, "train", seed=seed, steps=cfg.n_steps)
+        valid_p = generate_problems(cfg.n_valid, "train", seed=10_000 + seed, steps=cfg.n_steps)
+        n_test = cfg.n_test_per_steps * len(cfg.n_steps)
+        test_p = generate_problems(n_test, "test", seed=seed, steps=cfg.n_steps)
+    else:
+        train_all, test_p = list(given[0]), list(given[1])
+        for what, ps in (("train", train_all), ("test", test_p)):
+            require_sub_questions(ps)
+            if not ps:
+                raise ValueError(f"no {what} problems given")
+        if len(train_all) < 2:
+            raise ValueError(f"{len(train_all)} training problem(s): need at least 2 (one for validation)")
+        k = max(1, min(cfg.n_valid, len(train_all) // 10))
+        train_p, valid_p = train_all[:-k], train_all[-k:]
+    tag = "generated"
+    if given is not None:
+        texts = json.dumps([[p.question, p.socratic()] for p in (*train_p, *valid_p, *test_p)])
+        tag = hashlib.sha256(texts.encode()).hexdigest()[:16]
     tok = tokenizer_for(train_p)
     n_ctx = max_length(tok, [*train_p, *valid_p, *test_p]) + N_CTX_MARGIN
-    return Data(tok, train_p, valid_p, test_p, n_ctx, generation_limits(tok, train_p))
+    return Data(tok, train_p, valid_p, test_p, n_ctx, generation_limits(tok, train_p), tag)
 
 
 def model_config(cfg: DecomposeConfig, data: Data, seed: int) -> ModelConfig:
@@ -175,7 +207,7 @@ def train_model(
         progress=progress, desc=f"{name} s{seed}",
     )  # fmt: skip
     evals = {"valid": make_batch(data.tokenizer, data.valid, name)}
-    run_dir = None if out_dir is None else out_dir / f"{name}-s{seed}-{cfg.key(seed)}"
+    run_dir = None if out_dir is None else out_dir / f"{name}-s{seed}-{cfg.key(seed, data.tag)}"
     return train(model, source, tcfg, evals=evals, loss_fn=masked_lm_loss, out_dir=run_dir)
 
 
@@ -343,10 +375,12 @@ def run_seed(
     out_dir: Path | None = None,
     device: str = "cpu",
     progress: bool = True,
+    given: tuple[Sequence[WordProblem], Sequence[WordProblem]] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Data, the three trainings and the evaluation of one seed: (results, predictions, training
-    table with one row per model: steps, seconds, final validation token accuracy)."""
-    data = make_data(cfg, seed)
+    """Data (``given`` as in :func:`make_data`), the three trainings and the evaluation of one
+    seed: (results, predictions, training table with one row per model: steps, seconds, final
+    validation loss and token accuracy)."""
+    data = make_data(cfg, seed, given)
     models, rows = {}, []
     for name in MODELS:
         r = train_model(name, cfg, data, seed, out_dir, device, progress)

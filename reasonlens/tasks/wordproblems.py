@@ -32,6 +32,7 @@ single digits (numbers are spelled digit by digit, so arithmetic needs no number
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -239,12 +240,25 @@ def read_gsm8k_jsonl(path: str | os.PathLike) -> list[WordProblem]:
                 for key in ("question", "answer"):
                     if not isinstance(obj.get(key), str):
                         raise ValueError(f"field {key!r} missing or not a string")
-                problems.append(parse_socratic(obj["question"], obj["answer"]))
+                p = parse_socratic(obj["question"], obj["answer"])
+                problems.append(dataclasses.replace(p, meta={"file": str(path), "line": lineno}))
             except ValueError as err:  # json.JSONDecodeError is a ValueError
                 raise ValueError(f"{path}:{lineno}: malformed GSM8K line: {err}") from None
     if not problems:
         raise ValueError(f"{path}: no problems in the file")
     return problems
+
+
+def require_sub_questions(problems: Iterable[WordProblem]) -> None:
+    """ValueError naming the first problem (its file and line when read from one) with a step
+    that has no sub-question: the decomposer and the sub-question solver need GSM8K-socratic."""
+    for i, p in enumerate(problems):
+        if any(not s.sub_question for s in p.steps) or not p.steps:
+            where = f"{p.meta['file']}:{p.meta['line']}" if "file" in p.meta else f"problem {i}"
+            raise ValueError(
+                f"{where}: a step has no sub-question ('sub-question ** step'); the decomposer needs "
+                "GSM8K-socratic answers"
+            )
 
 
 # -- tokenizer ---------------------------------------------------------------------------------------
