@@ -27,7 +27,8 @@ Outputs under --out (default figures/decomposition, or figures/decomposition/qui
 CPU preset (default): each model 3 layers, d_model 64, 4 heads, d_mlp 256, pre-LN, GELU (0.17M
 parameters with the word vocabulary of the generated problems); 1200 AdamW steps at batch 32, lr
 2e-3 (50 warm-up steps, cosine to 2e-4); 20,000 training problems, 50 test problems per step
-count. Sized from a short run's CPU time: about 17 minutes estimated on one core (README). --quick: 1-layer d_model 16 models, 6 steps, 64
+count. Sized from a short run's CPU time: about 17 minutes estimated on one core (README).
+--quick: 1-layer d_model 16 models, 6 steps, 64
 problems: a smoke test.
 
 Paper claims (GSM8K, GPT-2 variants fine-tuned): decomposition beats CoT distillation by up to 35%;
