@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     static = () if args.html_only else ("png",)
     size_label = "digits per operand" if args.task == "addition" else "terms of the polynomial"
     kind = "carry" if args.task == "addition" else "sum"
+    kinds = "carries" if kind == "carry" else "running sums"
     train_max = max(setup.train_sizes)
 
     rows, probes = [], []
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(table[S.RESULT_COLUMNS])
             results = pd.concat(rows, ignore_index=True)
             write_csv(results, out / "results.csv")
-        print(f"probing the direct model for {kind}s (seed {seed})", flush=True)
+        print(f"probing the direct model for {kinds} (seed {seed})", flush=True)
         data = setup.make(setup.n_probe, [setup.probed_size], "direct", (seed, 5))
         probes.append(S.probe_intermediates(models["direct"], data, seed=seed).assign(seed=seed))
         table = pd.concat(probes, ignore_index=True)
