@@ -6,8 +6,8 @@ the scratchpad writes out (carries for addition, running sums for polynomials).
   optimisation); :func:`preset` gives the ``"cpu"`` and ``"quick"`` ones.
 - :func:`train_source` is the batch source (a pure function of the step): fresh examples of the
   training lengths only, each shifted right by a random number of ``PAD`` tokens (``random_offset``)
-  so that every row of the learned position embedding up to ``n_ctx`` is trained; without it the
-  positions a longer test example reaches would never have been seen by either model.
+  so that every row of the learned position embedding a test example reads is trained; without it
+  the positions only a longer test example reaches would never have been seen by either model.
 - :func:`train_model` trains one method through the package's one trainer
   (:func:`reasonlens.training.train` with its masked next-token loss).
 - :func:`evaluate` greedy-decodes from the prompt (``... =``, the same for both methods) and grades
@@ -133,11 +133,15 @@ class ScratchpadSetup:
             return addition.sample(n, sizes, mode, seed)
         return polynomial.sample(n, sizes, mode, seed, self.modulus)
 
+    def longest(self, mode: str) -> int:
+        """The longest sequence of ``mode`` over the train and test sizes."""
+        sizes = sorted(set(self.train_sizes + self.test_sizes))
+        return max(self.make(1, [s], mode, 0).seq.max_len for s in sizes)
+
     @property
     def n_ctx(self) -> int:
         """The longest sequence either method meets (a scratchpad one of the largest size)."""
-        sizes = sorted(set(self.train_sizes + self.test_sizes))
-        return max(self.make(1, [s], "scratchpad", 0).seq.max_len for s in sizes)
+        return self.longest("scratchpad")
 
     def model_config(self, seed: int) -> ModelConfig:
         return ModelConfig(
@@ -188,17 +192,23 @@ def preset(name: str = "cpu", task: str = "addition", seed: int = 0) -> Scratchp
 
 class TrainSource:
     """Batches of fresh training examples: ``step`` seeds both the examples and their offsets,
-    so the source is a pure function of the step (exact resume)."""
+    so the source is a pure function of the step (exact resume).
+
+    With ``random_offset``, example ``i`` is shifted right by ``o_i`` uniform in
+    ``0 .. L - length_i``, ``L`` the longest sequence of this mode at any test size: the rows of
+    the position embedding that the longest test example reads are all trained, and a direct
+    batch stays as short as direct sequences need (``L - 1`` inputs).
+    """
 
     def __init__(self, setup: ScratchpadSetup, mode: str, seed: int):
         self.setup, self.mode, self.seed = setup, sp.check_mode(mode), seed
-        self.width = setup.n_ctx + 1  # inputs and targets are n_ctx wide
+        self.width = setup.longest(mode)
 
     def __call__(self, step: int, batch_size: int) -> Batch:
         data = self.setup.make(batch_size, self.setup.train_sizes, self.mode, (self.seed, 1, step))
         seq = data.seq
         if self.setup.random_offset:
-            room = (self.width - 1 - seq.length).numpy()  # a shifted sequence still fits in n_ctx
+            room = (self.width - seq.length).numpy()
             rng = np.random.default_rng([self.seed, 2, step])
             offsets = torch.from_numpy((rng.random(len(seq)) * (room + 1)).astype(np.int64))
         else:

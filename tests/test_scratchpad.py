@@ -83,9 +83,15 @@ def test_train_source_is_a_pure_function_of_the_step_and_fits_the_context():
     a, b = src(7, 16), S.train_source(setup, "scratchpad", seed=1)(7, 16)
     assert torch.equal(a.inputs, b.inputs) and torch.equal(a.mask, b.mask)
     assert not torch.equal(src(8, 16).inputs, a.inputs)
-    assert a.inputs.shape[1] == setup.n_ctx
+    longest = setup.longest("scratchpad")  # the 10-digit scratchpad
+    assert a.inputs.shape[1] == longest - 1 == setup.n_ctx - 1
     assert (a.extra["offset"] > 0).any()  # shifted right by random offsets
-    assert (a.extra["offset"] + a.extra["length"] <= setup.n_ctx + 1).all()
+    assert (a.extra["offset"] + a.extra["length"] <= longest).all()
+    # the last input row of the longest test sequence is trained: some example reaches it
+    reach = [int((b.extra["offset"] + b.extra["length"]).max()) - 2 for b in (src(k, 16) for k in range(40))]
+    assert max(reach) == longest - 2
+    direct = S.train_source(setup, "direct", seed=1)(7, 16)
+    assert direct.inputs.shape[1] == setup.longest("direct") - 1 < setup.n_ctx - 1
     fixed = S.train_source(setup.replace(random_offset=False), "scratchpad", seed=1)(7, 16)
     assert (fixed.extra["offset"] == 0).all()
     assert int(fixed.mask.sum()) == int(a.mask.sum())  # same examples, same written tokens
