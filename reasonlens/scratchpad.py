@@ -71,7 +71,7 @@ class ScratchpadSetup:
     train_sizes: tuple[int, ...] = addition.TRAIN_DIGITS
     test_sizes: tuple[int, ...] = addition.TEST_DIGITS
     modulus: int = 10  # polynomial only
-    n_test: int = 200  # per test size
+    n_test: int = 100  # per test size
     n_valid: int = 256  # teacher-forced validation during training, training sizes
     n_probe: int = 2000  # direct sequences of the probed size
     probe_size: int | None = None  # default: the largest training size
