@@ -183,7 +183,9 @@ def write_report(
         parts.append('<h2 id="figures">Figures</h2>')
         for i, (page, _) in enumerate(figs):
             links = [_link(page, out, "interactive page")]
-            links += [_link(page.with_suffix(s), out) for s in STATIC_SUFFIXES if page.with_suffix(s).is_file()]
+            links += [
+                _link(page.with_suffix(s), out) for s in STATIC_SUFFIXES if page.with_suffix(s).is_file()
+            ]
             parts.append(
                 f'<figure id="figure-{i}"><h3>{html.escape(page.stem)}</h3>'
                 f'<div class="links">{" · ".join(links)}</div>'
