@@ -114,9 +114,10 @@ def answer_attention_figure(attention: pd.DataFrame, title: str) -> go.Figure:
     layers = sorted(set(attention.layer))
     present = set(attention.groupby(["method", "layer"], sort=False).groups)
     titles = [f"layer {layer}" if (m, layer) in present else "" for m in methods for layer in layers]
+    height = 230 * len(methods) + 180
     fig = make_subplots(
         rows=len(methods), cols=len(layers), subplot_titles=titles,
-        horizontal_spacing=0.06, vertical_spacing=min(0.3 / max(1, len(methods) - 1), 0.12) + 0.04,
+        horizontal_spacing=0.06, vertical_spacing=min(0.3, 75 / (height - 180)) if len(methods) > 1 else 0.1,
     )  # fmt: skip
     for row, method in enumerate(methods, start=1):
         for col, layer in enumerate(layers, start=1):
@@ -131,6 +132,6 @@ def answer_attention_figure(attention: pd.DataFrame, title: str) -> go.Figure:
                             row=row, col=col)  # fmt: skip
         fig.update_yaxes(title_text=METHOD_LABELS.get(method, method), row=row, col=1)
     fig.update_layout(title=title, template="plotly_white", width=min(1200, 230 * len(layers) + 220),
-                      height=260 * len(methods) + 160,
+                      height=height,
                       coloraxis=dict(colorscale="Viridis", colorbar_title="attention"))  # fmt: skip
     return fit_layout(fig)
