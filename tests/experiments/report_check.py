@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from reasonlens.plots.save import read_figure_json
+
 REQUIRE_ENV = "REASONLENS_REQUIRE_CHROMIUM"
 PAGE_TIMEOUT_S = 60.0
 
@@ -99,7 +101,28 @@ def check_static(page: Path, figures=(), csvs=()) -> list[str]:
     assert not missing, f"{page} does not link the CSVs {missing}"
     for section in ("Question", "Configuration"):
         assert f">{section}</h2>" in text, f"{page} has no {section} section"
+    for name in names:
+        problems = figure_problems(read_figure_json(page.parent / f"{name}.html"))
+        assert not problems, f"{page.parent / name}.html: " + "; ".join(problems)
     return names
+
+
+RAW_FACET = re.compile(r"^\s*[A-Za-z_][A-Za-z0-9_]+=")  # plotly express's "column=value" labels
+
+
+def figure_problems(fig: dict) -> list[str]:
+    """What is wrong with a saved figure's JSON on its face: wider than a 1200 px window, or
+    legend entries and annotations (panel titles) that carry a raw ``column=`` prefix."""
+    from reasonlens.plots.common import MAX_WIDTH
+
+    layout = fig.get("layout", {})
+    problems = []
+    if (layout.get("width") or 0) > MAX_WIDTH:
+        problems.append(f"width {layout['width']} px > {MAX_WIDTH}")
+    texts = [a.get("text") or "" for a in layout.get("annotations", [])]
+    texts += [t.get("name") or "" for t in fig.get("data", []) if t.get("showlegend", True)]
+    problems += [f"raw facet label {t!r}" for t in texts if RAW_FACET.match(t)]
+    return problems
 
 
 # Runs in the page: waits for every plot, then measures what a person would see.
@@ -218,7 +241,7 @@ def plot_problems(plots: list[dict], slack_px: float = 2.0) -> list[str]:
                 if _overlap(pts[i]["box"], pts[j]["box"]) > 4.0:
                     problems.append(f"{name}: panel titles {pts[i]['text']!r} and {pts[j]['text']!r} overlap")
         for text in [t["text"] for t in pts] + p["legend"]:
-            if re.match(r"^\s*[A-Za-z_]+=", text):
+            if RAW_FACET.match(text):
                 problems.append(f"{name}: raw facet label {text!r}")
     return problems
 

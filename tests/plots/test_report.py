@@ -123,6 +123,16 @@ def test_without_chromium_the_browser_test_skips_or_fails_when_required(monkeypa
         rc.require_chromium()
 
 
+def test_figure_problems_on_the_saved_json():
+    fig = go.Figure(go.Scatter(y=[1], name="setting=post-LN g=1")).update_layout(width=1400)
+    fig.add_annotation(text="label=none", x=0, y=1, showarrow=False)
+    assert rc.figure_problems(fig.to_plotly_json()) == [
+        "width 1400 px > 1200", "raw facet label 'label=none'", "raw facet label 'setting=post-LN g=1'"
+    ]  # fmt: skip
+    fine = go.Figure(go.Scatter(y=[1], name="fixed a=1")).update_layout(width=1200)
+    assert rc.figure_problems(fine.to_plotly_json()) == []
+
+
 def test_plot_problems_finds_what_a_person_would_see():
     ok = dict(name="f", rendered=True, n_data=1, n_drawn=1, svg=[0, 0, 500, 400], legend=["none"],
               title=dict(text="t", box=[10, 10, 100, 30]), panel_titles=[])  # fmt: skip
@@ -132,7 +142,7 @@ def test_plot_problems_finds_what_a_person_would_see():
         **ok,
         "panel_titles": [dict(text="a", box=[0, 0, 100, 20]), dict(text="b", box=[50, 0, 150, 20])],
     }
-    raw = {**ok, "legend": ["label=fixed a=1"]}
+    raw = {**ok, "legend": ["label=fixed a=1", "a=1"]}
     empty = {**ok, "n_drawn": 0}
     problems = rc.plot_problems([cut, overlap, raw, empty])
     assert [p.split(": ")[1].split(" ")[0] for p in problems] == ["title", "panel", "raw", "empty"]
