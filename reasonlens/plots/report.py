@@ -13,6 +13,7 @@ page works offline and on its own.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import html
 import json
@@ -38,7 +39,8 @@ body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1240px
 h1 { font-size: 1.5em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 h3 { font-size: 1.05em; margin-bottom: 0.3em; }
 table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; }
-th, td { border: 1px solid #ddd; padding: 0.2em 0.5em; text-align: left; vertical-align: top; }
+th, td { border: 1px solid #ddd; padding: 0.2em 0.5em; text-align: left; vertical-align: top;
+         overflow-wrap: anywhere; }
 th { background: #f4f4f4; }
 .scroll { overflow-x: auto; max-width: 100%; }
 .question { font-size: 1.05em; white-space: pre-wrap; }
@@ -99,11 +101,21 @@ def _table(df: pd.DataFrame) -> str:
     )
 
 
+def _config_cell(value: object) -> str:
+    """A plain value as text; a dataclass (a preset, a setup) or a mapping folded, as JSON."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        label, data = type(value).__name__, dataclasses.asdict(value)
+    elif isinstance(value, Mapping):
+        label, data = f"{len(value)} entries", dict(value)
+    else:
+        return html.escape(_value_text(value))
+    text = json.dumps(data, indent=1, default=_value_text, sort_keys=False)
+    return f"<details><summary>{html.escape(label)}</summary><pre>{html.escape(text)}</pre></details>"
+
+
 def _config_table(config: Mapping[str, object]) -> str:
-    rows = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_value_text(v))}</td></tr>"
-        for k, v in config.items()
-    )
+    cells = ((html.escape(str(k)), _config_cell(v)) for k, v in config.items())
+    rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in cells)
     return f"<table>{rows}</table>"
 
 

@@ -3,6 +3,8 @@ every figure and CSV of a run; and, in a real headless Chromium, the pages load 
 draw every figure (the browser tests skip with the reason where there is no Chromium, and fail
 under REASONLENS_REQUIRE_CHROMIUM=1)."""
 
+import dataclasses
+
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
@@ -15,6 +17,12 @@ from reasonlens.plots.common import fit_layout
 from reasonlens.plots.icot import answer_attention_figure
 from reasonlens.plots.report import report_files, write_report
 from reasonlens.plots.save import PLOTLY_JS, plotly_bundle, read_figure_json
+
+
+@dataclasses.dataclass
+class Preset:
+    steps: int = 40
+    shape: tuple = (2, 3)
 
 
 def two_panel(title="Accuracy by depth and steps"):
@@ -72,13 +80,14 @@ def test_report_files_sorts_what_a_run_wrote(run_dir):
 def test_report_holds_question_config_headline_figures_and_csvs(run_dir):
     out, written, table = run_dir
     page = write_report(out, title="Depth vs steps", question="How many steps per pass?",
-                        config={"seed": 3, "out": out, "depths": (2, 3)}, headline=table,
+                        config={"seed": 3, "out": out, "depths": (2, 3), "preset": Preset()}, headline=table,
                         notes=["best: L=3, k=4"], **report_files(written))  # fmt: skip
     assert page == out / "report.html"
     text = page.read_text()
     assert text.count(plotly_bundle()[:300]) == 1  # inlined once
     for piece in ("How many steps per pass?", "best: L=3, k=4", "<th>depths</th><td>2, 3</td>", "0.1235",
-                  'href="results.csv"', 'href="summary.json"', "2 rows × 2 columns"):  # fmt: skip
+                  "<summary>Preset</summary>", "&quot;steps&quot;: 40", 'href="results.csv"',
+                  'href="summary.json"', "2 rows × 2 columns"):  # fmt: skip
         assert piece in text.replace("&#215;", "×"), piece
     order = [text.index(s) for s in ('id="question"', 'id="headline"', 'id="figures"', 'id="data"')]
     assert order == sorted(order)
