@@ -187,3 +187,15 @@ def test_the_browser_check_catches_errors_and_empty_plots(run_dir, tmp_path):
     (out / PLOTLY_JS).unlink()  # a page whose plotly.js is missing shows the failure
     plots, errors = rc.open_page(out / "bars.html")
     assert errors or rc.plot_problems(plots)
+
+
+def test_check_report_warns_without_chromium_and_fails_when_required(run_dir, monkeypatch):
+    out, written, _ = run_dir
+    write_report(out, title="t", question="q", config={}, **report_files(written))
+    monkeypatch.setattr(rc, "find_chromium", lambda: None)
+    monkeypatch.delenv(rc.REQUIRE_ENV, raising=False)
+    with pytest.warns(UserWarning, match="not opened in a browser"):
+        assert rc.check_report(out, ["accuracy"], ["results.csv"]) == ["accuracy", "bars"]
+    monkeypatch.setenv(rc.REQUIRE_ENV, "1")
+    with pytest.raises(pytest.fail.Exception, match="REASONLENS_REQUIRE_CHROMIUM=1"):
+        rc.check_report(out, ["accuracy"], ["results.csv"])
