@@ -15,6 +15,7 @@ LIGHT = [
     "experiments/matching_noise.py",
     "experiments/implicit_cot.py",
     "experiments/probe_emulated_states.py",
+    "experiments/scratchpad.py",
     "benchmarks/train_throughput.py",
     "benchmarks/probe_sweep.py",
     "benchmarks/help_speed.py",

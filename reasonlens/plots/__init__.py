@@ -9,9 +9,11 @@ from reasonlens.plots.ood import ood_figure
 from reasonlens.plots.patching import patching_figure
 from reasonlens.plots.probes import probe_figure
 from reasonlens.plots.save import save_figure, static_export_available
+from reasonlens.plots.scratchpad import intermediate_probe_figure, length_accuracy_figure
 
 __all__ = [
-    "attention_figure", "information_flow_figure", "knockout_figure", "logit_lens_figure",
+    "attention_figure", "information_flow_figure", "intermediate_probe_figure", "knockout_figure",
+    "length_accuracy_figure", "logit_lens_figure",
     "matching_matrix_figure", "ood_figure", "patching_figure", "probe_figure", "save_figure",
     "static_export_available",
 ]  # fmt: skip
