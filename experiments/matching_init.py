@@ -83,6 +83,7 @@ import pandas as pd  # noqa: E402
 from reasonlens.io import write_csv  # noqa: E402
 from reasonlens.models import ModelConfig, init_std  # noqa: E402
 from reasonlens.plots import save_figure  # noqa: E402
+from reasonlens.plots.report import report_files, write_report  # noqa: E402
 from reasonlens.plots.training import accuracy_vs_setting, learning_curves  # noqa: E402
 from reasonlens.training.grid import backend_from_args  # noqa: E402
 from reasonlens.training.matching_runs import (  # noqa: E402
@@ -349,6 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     print(precision.describe())
     elapsed = time.perf_counter() - t0
     print(f"\n{len(runs)} runs in {elapsed:.0f} s (each run's own training time is in results.csv)")
+    written.append(write_report(
+        args.out, title="Matching Type 1: initialisation and LayerNorm placement",
+        question=__doc__.split("\n\n")[0], config=vars(args), headline=table,
+        notes=[summarize(results, table), precision.describe()], **report_files(written),
+    ))  # fmt: skip
     print(
         "wrote:\n  "
         + "\n  ".join(str(p) for p in written)

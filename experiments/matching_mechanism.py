@@ -90,6 +90,7 @@ from reasonlens.plots import (  # noqa: E402
     probe_figure,
     save_figure,
 )
+from reasonlens.plots.report import report_files, write_report  # noqa: E402
 from reasonlens.tasks import matching  # noqa: E402
 from reasonlens.training import StreamSource, TrainConfig, train  # noqa: E402
 
@@ -224,6 +225,11 @@ def main(argv: list[str] | None = None) -> dict:
     written = sorted(out.glob("*.csv")) + [out / "summary.json"]
     for fig_name, fig in figures.items():
         written += save_figure(fig, out, fig_name, static=static)
+    written.append(write_report(
+        out, title="How trained matching models solve the task", question=__doc__.split("\n\n")[0],
+        config={**vars(args), "analysis": analysis}, headline=pd.DataFrame(rows),
+        notes=short_summary(summary), **report_files(written),
+    ))  # fmt: skip
     print("\n".join(short_summary(summary)))
     print(f"full summary: {out / 'summary.json'}")
     print("wrote:\n  " + "\n  ".join(str(p) for p in written))

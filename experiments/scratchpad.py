@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     from reasonlens import scratchpad as S
     from reasonlens.io import write_csv, write_json
     from reasonlens.plots import save_figure
+    from reasonlens.plots.report import report_files, write_report
     from reasonlens.plots.scratchpad import intermediate_probe_figure, length_accuracy_figure
     from reasonlens.tasks import scratch as sp
     from reasonlens.training.trainer import check_device
@@ -140,6 +141,17 @@ def main(argv: list[str] | None = None) -> int:
             best = table.groupby(["target", "depth"]).score.max().unstack()
             print(best.to_string())
     written = ["results.csv", "accuracy.html", f"{kind}_probes.csv", f"{kind}_probes.html"]
+    headline = results.pivot_table(index="method", columns="digits", values="accuracy")
+    write_report(
+        out,
+        title=f"Scratchpads: {args.task}, direct vs scratchpad",
+        question=__doc__.split("\n\n")[0],
+        config={**vars(args), "setup": setup.to_dict()},
+        headline=headline.rename(columns=lambda c: f"length {c}").reset_index(),
+        notes=[f"exact-match accuracy by length (mean over seeds); lengths 1..{train_max} trained"],
+        **report_files([*(out / f for f in written), out / "setup.json"]),
+    )
+    written.append("report.html")
     print("wrote: " + ", ".join(str(out / f) for f in written))
     return 0
 

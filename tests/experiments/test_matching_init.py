@@ -2,6 +2,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import load_experiment
+from tests.experiments.report_check import check_report
 
 exp = load_experiment("matching_init")
 
@@ -43,6 +44,8 @@ def test_quick_mode_end_to_end(tmp_path, no_static_export, capsys):
     printed = capsys.readouterr().out
     assert "small init (gamma=1) + post-LN" in printed and "results.csv" in printed
     assert f"precision {results.precision.iloc[0]}" in printed
+    check_report(out, ["accuracy_vs_gamma", "learning_curves", "embedding_norms"],
+                 ["results.csv", "curves.csv", "summary.csv"])  # fmt: skip
     # a second run reuses every finished run: same table, no retraining
     before = {c: (out / c).stat().st_mtime_ns for c in results.checkpoint}
     assert exp.main(["--quick", "--out", str(out), "--no-progress"]) == 0

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from reasonlens.models import ModelConfig, Transformer
+from tests.experiments.report_check import check_report
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,6 +62,10 @@ def test_quick_mode_writes_every_table_and_figure(quick_run):
     assert models.loc["small_init", "gamma"] > models.loc["large_init", "gamma"]
     saved = json.loads((out / "summary.json").read_text())
     assert saved["summary"]["small_init"]["accuracy"].keys() == {"train", "test", "ood"}
+    figures = ["probes", "attention", "matching_matrix", "patching", "ood", "information_flow",
+               "information_flow_large_init"]  # fmt: skip
+    csvs = ["models.csv", "probes.csv", "patching.csv", "ood.csv", "information_flow.csv"]
+    check_report(out, figures, csvs)
 
 
 def test_runs_are_picked_from_matching_init_results(experiment, tmp_path):

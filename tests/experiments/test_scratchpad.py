@@ -5,6 +5,7 @@ import pytest
 
 from reasonlens import cli
 from tests.conftest import load_experiment
+from tests.experiments.report_check import check_report
 
 
 @pytest.mark.parametrize("task", ["addition", "polynomial"])
@@ -32,6 +33,7 @@ def test_quick_run_writes_results_figure_and_probes(task, tmp_path, capsys, no_s
     assert set(probes.target) == {f"{kind}{i}" for i in (range(1, 9) if kind == "carry" else range(8))}
     assert probes.score.between(0, 1).all()
     assert (out / "runs" / "direct-seed0" / "model.safetensors").exists()
+    check_report(out, ["accuracy", f"{kind}_probes"], ["results.csv", f"{kind}_probes.csv"])
 
 
 @pytest.mark.parametrize(
