@@ -28,6 +28,7 @@ from reasonlens.analysis.patching import (
     matching_counterfactual,
     with_hop_layout,
 )
+from reasonlens.analysis.path_patching import Receiver, Sender, path_patching
 
 __all__ = [
     "activation_patching", "attention_knockout", "attention_matching_scores", "attention_patterns", "carry",
@@ -36,4 +37,5 @@ __all__ = [
     "matching_matrix", "matching_matrix_tensor", "matching_matrix_variants", "matching_scores",
     "stream_matching_matrix", "stream_matching_matrix_tensor", "stream_queries", "with_hop_layout",
     "embedding_norm_monitor", "embedding_norms", "ood_accuracy", "ood_answers", "with_ood_rows",
+    "Receiver", "Sender", "path_patching",
 ]  # fmt: skip
