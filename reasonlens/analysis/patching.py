@@ -7,7 +7,7 @@ tidy table around it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -128,6 +128,30 @@ def block_site_hooks(model: torch.nn.Module, sites: Sequence[str]) -> list[str]:
     return hooks
 
 
+def patch_each_position(
+    model: torch.nn.Module,
+    tokens: Int[Tensor, "n pos"],
+    source: Mapping[str, Tensor],
+    metric: Callable[[Tensor], Tensor],
+    hooks: Sequence[str],
+) -> Float[Tensor, "hook pos"]:
+    """``metric(logits)`` of ``tokens`` run with one hook's activation at one position replaced by
+    ``source``'s, for every hook and position: one forward pass each (TransformerLens's
+    ``generic_activation_patch`` loop, without its progress bar per hook)."""
+    n_pos = tokens.shape[1]
+    out = torch.empty(len(hooks), n_pos)
+    for i, hook in enumerate(hooks):
+        for pos in range(n_pos):
+
+            def setter(act: Tensor, hook: object, pos: int = pos) -> Tensor:
+                act = act.clone()
+                act[:, pos] = source[hook.name][:, pos]
+                return act
+
+            out[i, pos] = metric(model.run_with_hooks(tokens, fwd_hooks=[(hook, setter)])).item()
+    return out
+
+
 @torch.no_grad()
 def activation_patching(
     model: torch.nn.Module,
@@ -200,14 +224,7 @@ def activation_patching(
             )
             values = torch.cat([pre.cpu(), post.cpu()[None]], dim=0)
         else:
-            values = torch.stack([
-                patching.generic_activation_patch(
-                    model, run_tokens, source, metric, patching.layer_pos_patch_setter,
-                    hook.rsplit(".", 1)[-1].removeprefix("hook_"),
-                    index_df=pd.DataFrame({"layer": [hook_layer(hook)] * n_pos, "pos": list(range(n_pos))}),
-                ).cpu()
-                for hook in hooks
-            ])  # fmt: skip
+            values = patch_each_position(model, run_tokens, source, metric, hooks)
     rows = [
         {
             "hook": hook, "layer": hook_layer(hook), "position": pos, "score": float(values[i, pos]),
