@@ -267,13 +267,18 @@ def path_patching(
     readout: int = -1,
     total: bool = True,
     progress: bool = False,
+    skip_unchanged: bool = True,
 ) -> pd.DataFrame:
     """Path-patch each sender (default :func:`default_senders`) from the corrupted run into each
     receiver downstream of it (default :func:`default_receivers`; given receivers before a sender
     are measured too, and show no effect), one at a time, at each position (default all). With
     ``total``, one more row per sender and position patches every downstream receiver at once
     (``receiver`` "all downstream": ordinary activation patching of the sender). One tidy row per
-    (sender, receiver, position); the metric is described in the module docstring."""
+    (sender, receiver, position); the metric is described in the module docstring.
+
+    With ``skip_unchanged``, a (sender, position) whose corrupted output equals the clean one in
+    every example (e.g. before the first corrupted token) is not run: every path from it then reads
+    the clean run, so its rows get the clean logit difference and effect 0."""
     if clean_tokens.ndim != 2 or clean_tokens.shape != corrupt_tokens.shape:
         raise ValueError(
             f"clean and corrupt tokens must both be [n, pos]; got {tuple(clean_tokens.shape)} and "
@@ -310,7 +315,7 @@ def path_patching(
     names = sorted({_sender_hook(s) for s in senders})
     rows = []
     with eval_mode(model):
-        clean_logits = model(clean_tokens)
+        clean_logits, clean_cache = model.run_with_cache(clean_tokens, names_filter=names)
         corrupt_logits, cache = model.run_with_cache(corrupt_tokens, names_filter=names)
         ld_clean = logit_diff(clean_logits, clean_answers, corrupt_answers, readout).mean().item()
         ld_corrupt = logit_diff(corrupt_logits, clean_answers, corrupt_answers, readout).mean().item()
@@ -321,8 +326,12 @@ def path_patching(
 
             bar = tqdm(total=len(plan), desc="path patching", leave=False)
         for s, r, group, p in plan:
-            logits = path_patch_logits(model, clean_tokens, s, cache[_sender_hook(s)], p, group)
-            ld = logit_diff(logits, clean_answers, corrupt_answers, readout).mean().item()
+            hook = _sender_hook(s)
+            if skip_unchanged and torch.equal(cache[hook][:, p], clean_cache[hook][:, p]):
+                ld = ld_clean
+            else:
+                logits = path_patch_logits(model, clean_tokens, s, cache[hook], p, group)
+                ld = logit_diff(logits, clean_answers, corrupt_answers, readout).mean().item()
             rows.append([
                 s.label, s.kind, s.layer, s.head, r.label, "all" if r.input == ALL_DOWNSTREAM else r.input,
                 r.layer, r.head, p, ld, ld - ld_clean,

@@ -34,7 +34,7 @@ def three_layer(norm):
 def test_clean_source_changes_nothing(norm):
     model = three_layer(norm)
     clean, _, good, bad = runs()
-    df = path_patching(model, clean, clean, good, bad)
+    df = path_patching(model, clean, clean, good, bad, skip_unchanged=False)  # every path really runs
     assert len(df) > 0 and set(df.receiver_input) == {"q", "k", "v", "mlp", "logits", "all"}
     assert df.effect.abs().max() < 1e-5
     assert df.score.isna().all()  # clean and source give the same logit difference: no scale
@@ -104,6 +104,20 @@ def test_receiver_before_its_sender_has_no_effect(norm):
         model, clean, corrupt, good, bad, senders=[("mlp", 1)], receivers=[("q", 2), ("logits",)], total=False
     )
     assert after.effect.abs().max() > 1e-3
+
+
+def test_skipping_unchanged_senders_changes_no_result():
+    """Where the corrupted sender equals the clean one (before the first corrupted token) the rows
+    are filled in without a run; they match what running them gives."""
+    model = three_layer("post")
+    clean, corrupt, good, bad = runs()
+    fast = path_patching(model, clean, corrupt, good, bad, senders=[("attn", 0), ("mlp", 1)])
+    slow = path_patching(
+        model, clean, corrupt, good, bad, senders=[("attn", 0), ("mlp", 1)], skip_unchanged=False
+    )
+    assert len(fast) == len(slow) and (fast.position < 2).any()
+    assert (fast.effect - slow.effect).abs().max() < 1e-5
+    assert (fast[fast.position < 2].effect == 0).all()
 
 
 def test_one_side_only():
