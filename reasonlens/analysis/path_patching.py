@@ -94,6 +94,11 @@ def check_sender(model: torch.nn.Module, sender: Sender | tuple) -> Sender:
     if s.kind == "head":
         if isinstance(s.head, bool) or not isinstance(s.head, int) or not 0 <= s.head < cfg.n_heads:
             raise ValueError(f"sender {tuple(s)!r}: head {s.head!r} is outside 0..{cfg.n_heads - 1}")
+        if cfg.noise != "none":
+            raise ValueError(
+                f"sender {tuple(s)!r}: with attention noise ({cfg.noise!r}) hook_z holds only the W part "
+                "of the head; send the whole attention output ('attn') instead"
+            )
     elif s.head is not None:
         raise ValueError(f"sender {tuple(s)!r}: only a 'head' sender names a head")
     return s
@@ -149,12 +154,13 @@ def downstream_receivers(model: torch.nn.Module, sender: Sender) -> list[Receive
 
 
 def default_senders(model: torch.nn.Module) -> list[Sender]:
-    """Every layer's attention output (each head too when there are several) and MLP output."""
+    """Every layer's attention output (each head too when there are several and the model has no
+    attention noise) and MLP output."""
     cfg = model.cfg
     out = []
     for layer in range(cfg.n_layers):
         out.append(Sender("attn", layer))
-        if cfg.n_heads > 1:
+        if cfg.n_heads > 1 and cfg.noise == "none":
             out += [Sender("head", layer, h) for h in range(cfg.n_heads)]
         if not cfg.attn_only:
             out.append(Sender("mlp", layer))

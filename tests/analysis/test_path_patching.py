@@ -165,6 +165,10 @@ def test_bad_input_and_mode():
     noisy = Transformer(tiny_config(n_layers=2, noise="identity", noise_alpha=0.5))
     with pytest.raises(ValueError, match="attention noise"):
         path_patching(noisy, clean, corrupt, good, bad, receivers=[("q", 1)])
+    with pytest.raises(ValueError, match="attention noise"):
+        path_patching(noisy, clean, corrupt, good, bad, senders=[("head", 0, 1)])
+    whole = path_patching(noisy, clean, corrupt, good, bad, receivers=[("attn", 1)], positions=[5])
+    assert set(whole.sender_kind) == {"attn", "mlp"} and whole.effect.abs().max() > 0
     df = path_patching(model, clean, corrupt, good, bad, senders=[("attn", 1)], positions=[-1])
     assert set(df.position) == {8} and model.training and all(m.training for m in model.modules())
 
