@@ -56,6 +56,8 @@ CASES = [
     ("benchmarks/probe_sweep.py", ["--seed", "-1"], "'-1'"),
     ("benchmarks/grid_throughput.py", ["--runs", "0"], "'0'"),
     ("benchmarks/grid_throughput.py", ["--steps", "x"], "'x'"),
+    ("benchmarks/attribution_patching.py", ["--examples", "0"], "'0'"),
+    ("benchmarks/attribution_patching.py", ["--repeats", "x"], "'x'"),
 ]
 
 

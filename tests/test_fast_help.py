@@ -20,6 +20,7 @@ LIGHT = [
     "benchmarks/probe_sweep.py",
     "benchmarks/help_speed.py",
     "benchmarks/grid_throughput.py",
+    "benchmarks/attribution_patching.py",
 ]
 PROBE = """
 import runpy, sys
