@@ -91,6 +91,7 @@ from reasonlens.io import write_csv, write_json  # noqa: E402
 from reasonlens.models import ModelConfig, Transformer  # noqa: E402
 from reasonlens.plots import attention_figure, probe_figure, save_figure  # noqa: E402
 from reasonlens.plots.interventions import depth_heatmap, parallel_bounds, serial_bound  # noqa: E402
+from reasonlens.plots.report import report_files, write_report  # noqa: E402
 from reasonlens.probes import probe_sweep  # noqa: E402
 from reasonlens.probes.collect import hook_label, ordered_hooks, resid_hooks  # noqa: E402
 from reasonlens.tasks import matching  # noqa: E402
@@ -411,6 +412,13 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{len(runs)} runs in {time.perf_counter() - t0:.0f} s (each run's training time is in results.csv)"
     )
+    metrics = [c for c in ("accuracy", "test_acc", "acc_other_order") if c in results.columns]
+    written.append(write_report(
+        out, title="Depth vs reasoning steps (matching)", question=__doc__.split("\n\n")[0],
+        config={**vars(args), "preset_values": pr}, notes=[accuracy_grid(results), precision.describe()],
+        headline=results.groupby(["order", "n_layers", "k"], sort=False, as_index=False)[metrics].mean(),
+        **report_files(written),
+    ))  # fmt: skip
     print("wrote:\n  " + "\n  ".join(str(p) for p in written) + f"\n  {out / 'runs'}/<run>/model.safetensors")
     return 0
 

@@ -118,6 +118,7 @@ from reasonlens.icot import (  # noqa: E402
 from reasonlens.io import write_csv  # noqa: E402
 from reasonlens.plots import save_figure  # noqa: E402
 from reasonlens.plots.icot import results_figure, training_figure  # noqa: E402
+from reasonlens.plots.report import report_files, write_report  # noqa: E402
 from reasonlens.tasks import multiplication as mult  # noqa: E402
 from reasonlens.training.grid import backend_from_args  # noqa: E402
 from reasonlens.training.trainer import check_device  # noqa: E402
@@ -245,6 +246,12 @@ def main(argv: list[str] | None = None) -> int:
             index=False
         )
     )
+    written.append(write_report(
+        args.out, title=title, question=__doc__.split("\n\n")[0], config={**vars(args), "setup": setup},
+        headline=results[["method", "test_accuracy", "test_digit_accuracy", "n_params", "examples_per_second",
+                          "train_seconds"]],
+        **report_files(written),
+    ))  # fmt: skip
     print(f"{time.perf_counter() - t_start:.0f} s in all; wrote:")
     print("  " + "\n  ".join(str(p) for p in written) + f"\n  {run_dir}/<stage>-<key>/ (checkpoints)")
     return 0

@@ -1,6 +1,6 @@
 """How do trained matching models solve the task? Probes, attention scores, the QK/OV matching
-matrix, activation patching and an information-flow graph for a small-init model and, for
-comparison, a large-init one.
+matrix, activation patching, path patching, attribution patching and an information-flow graph for
+a small-init model and, for comparison, a large-init one.
 
 Models, in order of preference:
   --checkpoint PATH [--compare PATH]   the given model file(s) (written by Transformer.save);
@@ -18,10 +18,13 @@ the query position), matching_matrix_variants.csv (embedding query on ID tokens,
 on OOD tokens; stream query on ID and OOD examples), matching_scores.csv (per variant), ood.csv
 (OOD accuracy: raw, OOD embedding rows rescaled to the trained rows' norm, random directions at
 that norm), ood_answers.csv (answer / hop1_node / other_in_context / not_in_context, per
-variant), embedding_norms.csv, patching.csv, information_flow.csv, summary.json, and a figure for
-each (HTML always, PNG when Chromium is available). Prints a few lines per model (accuracies, where
-each hop becomes readable, the strongest matching head) and the files written; the whole summary is
-in summary.json.
+variant), embedding_norms.csv, patching.csv, path_patching.csv (each sublayer output of the
+corrupted run fed to one later q, k, v, MLP input or the logits only; "all downstream" rows are
+ordinary activation patching of the sender), attribution.csv (attribution patching of the five
+sites per block next to the exact sweep; their agreement is in summary.json), information_flow.csv,
+summary.json, and a figure for each (HTML always, PNG when Chromium is available). Prints a few
+lines per model (accuracies, where each hop becomes readable, the strongest matching head) and the
+files written; the whole summary is in summary.json.
 """
 
 from __future__ import annotations
@@ -83,13 +86,16 @@ from reasonlens.io import write_csv, write_json  # noqa: E402
 from reasonlens.models import ModelConfig, Transformer  # noqa: E402
 from reasonlens.plots import (  # noqa: E402
     attention_figure,
+    attribution_figure,
     information_flow_figure,
     matching_matrix_figure,
     ood_figure,
     patching_figure,
+    path_patching_figure,
     probe_figure,
     save_figure,
 )
+from reasonlens.plots.report import report_files, write_report  # noqa: E402
 from reasonlens.tasks import matching  # noqa: E402
 from reasonlens.training import StreamSource, TrainConfig, train  # noqa: E402
 
@@ -107,7 +113,7 @@ FALLBACK_TRAIN = dict(
 )
 QUICK_MODEL = dict(n_layers=3, n_heads=1, d_model=16, d_mlp=32, norm="post", init="normal")
 QUICK_TRAIN = dict(steps=20, batch_size=32, lr=3e-3, warmup_steps=4, schedule="constant", eval_every=10)
-QUICK_ANALYSIS = dict(n_examples=300, n_patching=30, n_eval=100)
+QUICK_ANALYSIS = dict(n_examples=300, n_patching=30, n_eval=100, n_path=10)
 
 
 def select_runs(results_dir: Path) -> dict[str, tuple[Path, dict]]:
@@ -207,12 +213,17 @@ def main(argv: list[str] | None = None) -> dict:
 
     static = () if args.html_only else ("png",)
     main_model = next(iter(models))
+    labels = layout_labels(analysis)
+    attribution = merged["attribution"]
+    attribution = attribution.assign(panel=attribution.model + " · " + attribution.counterfactual)
     figures = {
         "probes": probe_figure(merged["probes"], position=analysis.seq_len - 1),
         "attention": attention_figure(merged["attention"]),
         "matching_matrix": matching_matrix_figure(merged["matching_matrix"]),
-        "patching": patching_figure(merged["patching"], position_labels=layout_labels(analysis)),
+        "patching": patching_figure(merged["patching"], position_labels=labels),
         "ood": ood_figure(merged["ood"], merged["ood_answers"]),
+        "path_patching": path_patching_figure(merged["path_patching"], position_labels=labels),
+        "attribution": attribution_figure(attribution, position_labels=labels, facet="panel"),
     }
     for name in models:
         edges = merged["information_flow"][merged["information_flow"].model == name]
@@ -224,6 +235,11 @@ def main(argv: list[str] | None = None) -> dict:
     written = sorted(out.glob("*.csv")) + [out / "summary.json"]
     for fig_name, fig in figures.items():
         written += save_figure(fig, out, fig_name, static=static)
+    written.append(write_report(
+        out, title="How trained matching models solve the task", question=__doc__.split("\n\n")[0],
+        config={**vars(args), "analysis": analysis}, headline=pd.DataFrame(rows),
+        notes=short_summary(summary), **report_files(written),
+    ))  # fmt: skip
     print("\n".join(short_summary(summary)))
     print(f"full summary: {out / 'summary.json'}")
     print("wrote:\n  " + "\n  ".join(str(p) for p in written))

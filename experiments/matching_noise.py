@@ -155,6 +155,7 @@ from reasonlens.io import write_csv  # noqa: E402
 from reasonlens.models import ModelConfig, Transformer  # noqa: E402
 from reasonlens.plots import save_figure  # noqa: E402
 from reasonlens.plots.interventions import variant_comparison  # noqa: E402
+from reasonlens.plots.report import report_files, write_report  # noqa: E402
 from reasonlens.plots.training import learning_curves  # noqa: E402
 from reasonlens.training.grid import backend_from_args  # noqa: E402
 from reasonlens.training.matching_runs import (  # noqa: E402
@@ -390,6 +391,10 @@ def main(argv: list[str] | None = None) -> int:
         static=() if args.html_only else ("png",),
     )
     print(text)
+    written.append(write_report(
+        args.out, title="Matching Type 1 with attention noise", question=__doc__.split("\n\n")[0],
+        config=vars(args), headline=table, notes=[precision.describe()], **report_files(written),
+    ))  # fmt: skip
     print(
         f"\n{len(runs)} runs in {time.perf_counter() - t0:.0f} s (each run's training time is in results.csv)"
     )

@@ -92,6 +92,7 @@ from reasonlens.icot.probing import probe_table  # noqa: E402
 from reasonlens.io import write_csv  # noqa: E402
 from reasonlens.plots import save_figure  # noqa: E402
 from reasonlens.plots.icot import emulated_probe_figure  # noqa: E402
+from reasonlens.plots.report import report_files, write_report  # noqa: E402
 from reasonlens.tasks import multiplication as mult  # noqa: E402
 from reasonlens.training.trainer import check_device  # noqa: E402
 
@@ -133,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     with pd.option_context("display.width", 160, "display.precision", 3):
         print("mean probe accuracy by layer:")
         print(summary.to_string())
+    headline = summary.rename(columns=lambda c: f"layer {c}").reset_index()
+    written.append(write_report(
+        args.out, title=title, question=__doc__.split("\n\n")[0], config={**vars(args), "setup": setup},
+        headline=headline, notes=["mean probe accuracy (test) by layer"], **report_files(written),
+    ))  # fmt: skip
     print(f"probes took {time.perf_counter() - t_probe:.0f} s ({time.perf_counter() - t0:.0f} s in all); "
           "wrote:\n  " + "\n  ".join(str(p) for p in written))  # fmt: skip
     return 0

@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from reasonlens.io import write_csv
     from reasonlens.plots import save_figure
     from reasonlens.plots.icot import answer_attention_figure, answer_probe_figure
+    from reasonlens.plots.report import report_files, write_report
     from reasonlens.tasks import multiplication as mult
     from reasonlens.training.trainer import check_device
 
@@ -106,6 +107,16 @@ def main(argv: list[str] | None = None) -> int:
         print("running sum c_k, probe R^2 by depth (0 = embeddings):")
         print(summary.to_string())
     written = ["answer_probes.csv", "answer_attention.csv", "answer_probes.html", "answer_attention.html"]
+    write_report(
+        args.out,
+        title=f"Answer-position probes and attention, {size}, preset {setup.preset}",
+        question=__doc__.split("\n\n")[0],
+        config={**vars(args), "setup": setup},
+        headline=summary.rename(columns=lambda c: f"depth {c}").reset_index(),
+        notes=["running sum c_k, probe R^2 by depth (0 = embeddings)"],
+        **report_files(args.out / f for f in written),
+    )
+    written.append("report.html")
     print("wrote " + ", ".join(str(args.out / f) for f in written))
     return 0
 

@@ -47,6 +47,8 @@ CASES = [
     ("experiments/implicit_cot.py", ["--decode-batch-size", "x"], "'x'"),
     ("experiments/probe_emulated_states.py", ["--max-iter", "0"], "'0'"),
     ("experiments/probe_emulated_states.py", ["--seed", "-3"], "'-3'"),
+    ("experiments/scratchpad.py", ["--n-test", "0"], "'0'"),
+    ("experiments/scratchpad.py", ["--out", "{file}"], "plain.txt is a file"),
     ("benchmarks/train_throughput.py", ["--threads", "0"], "'0'"),
     ("benchmarks/train_throughput.py", ["--rounds", "0"], "'0'"),
     ("benchmarks/train_throughput.py", ["--batch", "nan"], "'nan'"),
@@ -54,6 +56,8 @@ CASES = [
     ("benchmarks/probe_sweep.py", ["--seed", "-1"], "'-1'"),
     ("benchmarks/grid_throughput.py", ["--runs", "0"], "'0'"),
     ("benchmarks/grid_throughput.py", ["--steps", "x"], "'x'"),
+    ("benchmarks/attribution_patching.py", ["--examples", "0"], "'0'"),
+    ("benchmarks/attribution_patching.py", ["--repeats", "x"], "'x'"),
 ]
 
 

@@ -16,10 +16,12 @@ LIGHT = [
     "experiments/implicit_cot.py",
     "experiments/probe_emulated_states.py",
     "experiments/decomposition.py",
+    "experiments/scratchpad.py",
     "benchmarks/train_throughput.py",
     "benchmarks/probe_sweep.py",
     "benchmarks/help_speed.py",
     "benchmarks/grid_throughput.py",
+    "benchmarks/attribution_patching.py",
 ]
 PROBE = """
 import runpy, sys

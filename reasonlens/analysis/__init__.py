@@ -1,6 +1,7 @@
 """Circuit-level analyses of trained models; every function returns a tidy ``pandas.DataFrame``."""
 
 from reasonlens.analysis.attention import attention_matching_scores, attention_patterns
+from reasonlens.analysis.attribution import attribution_patching, compare_with_exact
 from reasonlens.analysis.circuits import (
     carry,
     diagonal_dominance,
@@ -28,6 +29,7 @@ from reasonlens.analysis.patching import (
     matching_counterfactual,
     with_hop_layout,
 )
+from reasonlens.analysis.path_patching import Receiver, Sender, path_patching
 
 __all__ = [
     "activation_patching", "attention_knockout", "attention_matching_scores", "attention_patterns", "carry",
@@ -36,4 +38,5 @@ __all__ = [
     "matching_matrix", "matching_matrix_tensor", "matching_matrix_variants", "matching_scores",
     "stream_matching_matrix", "stream_matching_matrix_tensor", "stream_queries", "with_hop_layout",
     "embedding_norm_monitor", "embedding_norms", "ood_accuracy", "ood_answers", "with_ood_rows",
+    "Receiver", "Sender", "path_patching", "attribution_patching", "compare_with_exact",
 ]  # fmt: skip

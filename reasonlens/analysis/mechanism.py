@@ -1,5 +1,6 @@
 """Every analysis of this package applied to one matching model: probes, attention scores, the
-matching matrix, activation patching and one information-flow graph, as tidy tables."""
+matching matrix, activation patching, path patching, attribution patching (with the exact sweep it
+approximates) and one information-flow graph, as tidy tables."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import torch
 from torch import Tensor
 
 from reasonlens.analysis.attention import attention_matching_scores
+from reasonlens.analysis.attribution import agreement, compare_with_exact
 from reasonlens.analysis.circuits import matching_matrix_variants, matching_scores
 from reasonlens.analysis.flow import information_flow
 from reasonlens.analysis.ood import VARIANTS, embedding_norms, ood_accuracy, ood_answers
 from reasonlens.analysis.patching import activation_patching, matching_counterfactual, with_hop_layout
+from reasonlens.analysis.path_patching import ALL_DOWNSTREAM, path_patching
+from reasonlens.models.modes import eval_mode
 from reasonlens.probes import probe_sweep
 from reasonlens.probes.collect import hook_label, ordered_hooks
 from reasonlens.probes.targets import hop_of
@@ -28,6 +32,7 @@ class MechanismConfig:
 
     n_examples: int = 10_000  # probes and attention scores
     n_patching: int = 500  # examples sharing one hop layout, for patching
+    n_path: int = 200  # the first of those, for path patching (two runs per path and position)
     hop_layout: tuple[int, ...] = (1, 3)  # pair index holding hop 1, hop 2, ...
     split: str = "test"
     steps: int = 2
@@ -37,7 +42,7 @@ class MechanismConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        for name in ("n_examples", "n_patching", "n_eval"):
+        for name in ("n_examples", "n_patching", "n_eval", "n_path"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 10:
                 raise ValueError(f"MechanismConfig.{name} must be an integer >= 10; got {v!r}")
@@ -99,11 +104,19 @@ def analyse_matching_model(
     definition, ID and OOD: :func:`~reasonlens.analysis.matching_matrix_variants`),
     ``matching_scores`` (per variant), ``ood`` (OOD accuracy raw / rescaled / random directions),
     ``ood_answers`` (what OOD answers are, per variant), ``embedding_norms``, ``patching`` (both
-    counterfactuals, denoising) and ``information_flow`` (the first patching example)."""
+    counterfactuals, denoising), ``path_patching`` (every sublayer output into every later q, k, v,
+    MLP input and the logits, on the first ``cfg.n_path`` patching examples), ``attribution``
+    (attribution patching and the exact sweep of the same five sites per block, denoising) and
+    ``information_flow`` (the first patching example). The model runs in evaluation mode and gets
+    its own mode back."""
     cfg = cfg or MechanismConfig()
     cfg.validate()
     cfg.check_model(model)
-    model.eval()
+    with eval_mode(model):
+        return _analyse(model, cfg, progress)
+
+
+def _analyse(model: torch.nn.Module, cfg: MechanismConfig, progress: bool) -> dict[str, pd.DataFrame]:
     tables: dict[str, pd.DataFrame] = {}
     acc = []
     for split in ("train", "test", "ood"):
@@ -124,12 +137,21 @@ def analyse_matching_model(
     tables["ood_answers"] = ood_answers(model, ood_eval, variants=VARIANTS, seed=cfg.seed)
     tables["embedding_norms"] = pd.DataFrame([embedding_norms(model, n_tokens)])
     layout = layout_examples(cfg)
-    frames = []
+    frames, paths, attribution = [], [], []
+    m = min(cfg.n_path, len(layout))
     for kind in ("child", "query") if cfg.kind == "single_chain" else ("child",):
         corrupt, answers = matching_counterfactual(layout, kind, seed=cfg.seed)
         df = activation_patching(model, layout.inputs, corrupt, layout.answers, answers)
         frames.append(df.assign(counterfactual=kind))
+        pp = path_patching(
+            model, layout.inputs[:m], corrupt[:m], layout.answers[:m], answers[:m], progress=progress
+        )
+        paths.append(pp.assign(counterfactual=kind))
+        table, _ = compare_with_exact(model, layout.inputs, corrupt, layout.answers, answers)
+        attribution.append(table.assign(counterfactual=kind))
     tables["patching"] = pd.concat(frames, ignore_index=True)
+    tables["path_patching"] = pd.concat(paths, ignore_index=True)
+    tables["attribution"] = pd.concat(attribution, ignore_index=True)
     tables["information_flow"] = information_flow(model, layout.inputs[0]).assign(
         tokens=" ".join(map(str, layout.inputs[0].tolist()))
     )
@@ -161,6 +183,20 @@ def summarize(tables: dict[str, pd.DataFrame], readout: int, threshold: float = 
     scores = tables["matching_scores"]
     patch = tables["patching"]
     child = patch[patch.counterfactual == "child"]
+    extra = {}
+    if "attribution" in tables:
+        extra["attribution_agreement"] = {
+            kind: {k: round(v, 4) if isinstance(v, float) else v
+                   for k, v in agreement(g.effect_attribution, g.effect_exact).items()}
+            for kind, g in tables["attribution"].groupby("counterfactual")
+        }  # fmt: skip
+    if "path_patching" in tables:
+        pp = tables["path_patching"]
+        single = pp[(pp.counterfactual == "child") & (pp.receiver != ALL_DOWNSTREAM)]
+        extra["path_patching_child_top"] = [
+            {"path": f"{r.sender} -> {r.receiver}", "position": int(r.position), "effect": round(r.effect, 4)}
+            for r in single.nsmallest(5, "effect").itertuples()
+        ]  # the paths whose corruption lowers the clean answer's logit difference most
     return {
         "accuracy": {r.split: round(r.accuracy, 4) for r in tables["accuracy"].itertuples()},
         "hop_first_site": first,
@@ -185,4 +221,5 @@ def summarize(tables: dict[str, pd.DataFrame], readout: int, threshold: float = 
             }
             for h, g in child.groupby("hook")
         },
+        **extra,
     }

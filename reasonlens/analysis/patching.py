@@ -7,7 +7,7 @@ tidy table around it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,7 @@ from reasonlens.tasks import matching
 from reasonlens.tasks.matching import MatchingDataset
 
 COUNTERFACTUALS = ("child", "query")
+SITES = ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post")  # per block, in depth order
 DIRECTIONS = ("denoise", "noise")
 PATCHING_COLUMNS = [
     "hook", "layer", "position", "score", "clean_logit_diff", "corrupt_logit_diff", "n_examples",
@@ -107,6 +108,50 @@ def logit_diff(
     return last[ar, good.to(logits.device)] - last[ar, bad.to(logits.device)]
 
 
+def block_site_hooks(model: torch.nn.Module, sites: Sequence[str]) -> list[str]:
+    """``blocks.{l}.hook_{site}`` for every layer and every named site the model has, in depth order;
+    a ValueError naming an unknown site, or if none of them exists in the model."""
+    if isinstance(sites, str):
+        sites = [sites]
+    sites = list(sites)
+    bad = [s for s in sites if s not in SITES]
+    if bad or not sites:
+        raise ValueError(f"sites must be names from {SITES}; got {sites}")
+    hooks = [
+        f"blocks.{layer}.hook_{site}"
+        for layer in range(model.cfg.n_layers)
+        for site in SITES
+        if site in sites and f"blocks.{layer}.hook_{site}" in model.hook_dict
+    ]
+    if not hooks:
+        raise ValueError(f"the model has none of the sites {sites}")
+    return hooks
+
+
+def patch_each_position(
+    model: torch.nn.Module,
+    tokens: Int[Tensor, "n pos"],
+    source: Mapping[str, Tensor],
+    metric: Callable[[Tensor], Tensor],
+    hooks: Sequence[str],
+) -> Float[Tensor, "hook pos"]:
+    """``metric(logits)`` of ``tokens`` run with one hook's activation at one position replaced by
+    ``source``'s, for every hook and position: one forward pass each (TransformerLens's
+    ``generic_activation_patch`` loop, without its progress bar per hook)."""
+    n_pos = tokens.shape[1]
+    out = torch.empty(len(hooks), n_pos)
+    for i, hook in enumerate(hooks):
+        for pos in range(n_pos):
+
+            def setter(act: Tensor, hook: object, pos: int = pos) -> Tensor:
+                act = act.clone()
+                act[:, pos] = source[hook.name][:, pos]
+                return act
+
+            out[i, pos] = metric(model.run_with_hooks(tokens, fwd_hooks=[(hook, setter)])).item()
+    return out
+
+
 @torch.no_grad()
 def activation_patching(
     model: torch.nn.Module,
@@ -116,15 +161,19 @@ def activation_patching(
     corrupt_answers: Int[Tensor, " n"],
     direction: str = "denoise",
     readout: int = -1,
+    sites: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Patch the residual stream at every (layer, position) and measure the answer's logit difference.
 
     The residual sites are ``blocks.{l}.hook_resid_pre`` for every layer and the last block's
-    ``hook_resid_post``. With ``direction="denoise"`` the corrupted prompt runs and one clean
-    activation is patched in; with ``"noise"`` the clean prompt runs and one corrupted activation
-    is patched in. ``LD = logit[clean answer] - logit[corrupt answer]`` at ``readout``, averaged
-    over examples, and ``score = (LD_patched - LD_corrupt) / (LD_clean - LD_corrupt)``: the
-    fraction of the clean-vs-corrupt difference the patched run shows (1 = behaves like the clean
+    ``hook_resid_post``; with ``sites`` (names from :data:`SITES`, e.g. ``("attn_out", "mlp_out")``)
+    they are instead ``blocks.{l}.hook_{site}`` for every layer and every named site the model has
+    (an attention-only model has no ``mlp_out``). With ``direction="denoise"`` the corrupted
+    prompt runs and one clean activation is patched in; with ``"noise"`` the clean prompt runs and
+    one corrupted activation is patched in. ``LD = logit[clean answer] - logit[corrupt answer]``
+    at ``readout``, averaged over examples, and
+    ``score = (LD_patched - LD_corrupt) / (LD_clean - LD_corrupt)``: the fraction of the
+    clean-vs-corrupt difference the patched run shows (1 = behaves like the clean
     run, 0 = like the corrupted one). One tidy row per (hook, position).
     """
     if direction not in DIRECTIONS:
@@ -137,12 +186,14 @@ def activation_patching(
     n = clean_tokens.shape[0]
     if clean_answers.shape != (n,) or corrupt_answers.shape != (n,):
         raise ValueError(f"clean and corrupt answers must be [n] with n={n}")
+    site_hooks = None if sites is None else block_site_hooks(model, sites)
     device = next(model.parameters()).device
     clean_tokens, corrupt_tokens = clean_tokens.to(device), corrupt_tokens.to(device)
     with eval_mode(model):  # TransformerLens 4's patching refuses a model in training mode
         n_layers, n_pos = model.cfg.n_layers, clean_tokens.shape[1]
         hooks = [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)]
         hooks.append(f"blocks.{n_layers - 1}.hook_resid_post")
+        hooks = hooks if site_hooks is None else site_hooks
         # Caching only the residual stream keeps the fused attention path, so the clean and corrupted
         # runs are computed exactly as the patched runs are (a full patch reproduces them bit for bit).
         clean_logits, clean_cache = model.run_with_cache(clean_tokens, names_filter=hooks)
@@ -159,12 +210,21 @@ def activation_patching(
         run_tokens, source = (
             (corrupt_tokens, clean_cache) if direction == "denoise" else (clean_tokens, corrupt_cache)
         )
-        pre = patching.get_act_patch_resid_pre(model, run_tokens, source, metric)  # [n_layers, pos]
-        last = pd.DataFrame({"layer": [n_layers - 1] * n_pos, "pos": list(range(n_pos))})
-        post = patching.generic_activation_patch(
-            model, run_tokens, source, metric, patching.layer_pos_patch_setter, "resid_post", index_df=last
-        )
-    values = torch.cat([pre.cpu(), post.cpu()[None]], dim=0)
+        if site_hooks is None:
+            pre = patching.get_act_patch_resid_pre(model, run_tokens, source, metric)  # [n_layers, pos]
+            last = pd.DataFrame({"layer": [n_layers - 1] * n_pos, "pos": list(range(n_pos))})
+            post = patching.generic_activation_patch(
+                model,
+                run_tokens,
+                source,
+                metric,
+                patching.layer_pos_patch_setter,
+                "resid_post",
+                index_df=last,
+            )
+            values = torch.cat([pre.cpu(), post.cpu()[None]], dim=0)
+        else:
+            values = patch_each_position(model, run_tokens, source, metric, hooks)
     rows = [
         {
             "hook": hook, "layer": hook_layer(hook), "position": pos, "score": float(values[i, pos]),

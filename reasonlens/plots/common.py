@@ -71,18 +71,62 @@ def value_label(column: str, value: object) -> str:
     return f"{column} {text}"
 
 
+SUBPLOT_TITLE_FONT_PX = 16  # make_subplots' panel-title size
+TITLE_LINE_PX = 24  # one more title line needs this much more top margin
+
+
+def _panel_widths_px(fig, width: int) -> dict[int, float]:  # noqa: ANN001 - plotly Figure
+    """The width in px of the panel under each subplot-title annotation (by annotation index)."""
+    margin = fig.layout.margin
+    left = margin.l if margin.l is not None else 80
+    right = margin.r if margin.r is not None else 80
+    plot_px = max(1, width - left - right)
+    domains = [tuple(fig.layout[name].domain or (0, 1)) for name in fig.layout if name.startswith("xaxis")]
+    out = {}
+    for i, a in enumerate(fig.layout.annotations):
+        if not _is_panel_title(a) or a.x is None:
+            continue
+        spans = [hi - lo for lo, hi in domains if lo is not None and abs((lo + hi) / 2 - a.x) < 1e-6]
+        out[i] = (min(spans) if spans else 1.0) * plot_px
+    return out
+
+
+def _is_panel_title(a) -> bool:  # noqa: ANN001 - plotly annotation
+    return (
+        a.yanchor == "bottom" and a.xref == "paper" and a.yref == "paper" and a.showarrow is False
+        and isinstance(a.text, str) and bool(a.text)
+    )  # fmt: skip
+
+
 def fit_layout(fig, max_width: int = MAX_WIDTH):  # noqa: ANN001, ANN201 - plotly Figure
-    """Cap the figure's width at ``max_width`` px and wrap its title to the width, making room for
-    the extra title lines. Returns ``fig`` (changed in place)."""
+    """Cap the figure's width at ``max_width`` px, wrap its title and its panel titles (those of
+    ``make_subplots``) to the width they have, and make room for the extra title lines. Returns
+    ``fig`` (changed in place; calling it again changes nothing)."""
     width = fig.layout.width
     if width is not None and width > max_width:
         fig.update_layout(width=max_width)
         width = max_width
+    need_top = 0
     title = fig.layout.title.text
     if title:
         wrapped = wrap_title(title, width or 700)  # plotly's default width is 700 px
         n_lines = wrapped.count("<br>") + 1
         if n_lines > 1:
-            top = fig.layout.margin.t if fig.layout.margin.t is not None else 100
-            fig.update_layout(title_text=wrapped, margin_t=max(top, 40 + 24 * n_lines + 36))
+            fig.update_layout(title_text=wrapped)
+            need_top = 40 + TITLE_LINE_PX * n_lines + 36
+    extra = 0  # extra lines of the top row's panel titles
+    top_y = max((a.y for a in fig.layout.annotations if _is_panel_title(a) and a.y is not None), default=None)
+    for i, px in _panel_widths_px(fig, width or 700).items():
+        a = fig.layout.annotations[i]
+        font = a.font.size or SUBPLOT_TITLE_FONT_PX
+        wrapped = wrap_title(a.text, int(px), font_px=font, margin_px=8)
+        if wrapped != a.text:
+            a.text = wrapped
+        if a.y == top_y:
+            extra = max(extra, wrapped.count("<br>"))
+    if extra:
+        need_top = max(need_top, 100) + TITLE_LINE_PX * extra
+    if need_top:
+        top = fig.layout.margin.t if fig.layout.margin.t is not None else 100
+        fig.update_layout(margin_t=max(top, need_top))
     return fig

@@ -108,18 +108,30 @@ def answer_probe_figure(probes: pd.DataFrame, title: str) -> go.Figure:
 
 def answer_attention_figure(attention: pd.DataFrame, title: str) -> go.Figure:
     """Attention from each answer position to the operand digits (``answer_attention.csv``), summed
-    over heads: one heatmap per (method, layer), answer digit down, operand digit across."""
-    panels = list(attention.groupby(["method", "layer"], sort=False).groups)
-    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[
-        f"{METHOD_LABELS.get(m, m)}, layer {layer}" for m, layer in panels
-    ])  # fmt: skip
-    for col, (method, layer) in enumerate(panels, start=1):
-        df = attention[(attention.method == method) & (attention.layer == layer)]
-        grid = df.assign(key=df.operand + df.operand_digit.astype(str)).pivot_table(
-            index="answer_digit", columns="key", values="weight", aggfunc="sum", sort=False
-        )
-        fig.add_heatmap(z=grid.values, x=list(grid.columns), y=[f"c{k}" for k in grid.index],
-                        coloraxis="coloraxis", row=1, col=col)  # fmt: skip
-    fig.update_layout(title=title, template="plotly_white", width=230 * len(panels) + 200, height=380,
+    over heads: one heatmap per (method, layer), a row of panels per method (named on its y axis)
+    and a column per layer; answer digit down, operand digit across."""
+    methods = list(dict.fromkeys(attention.method))
+    layers = sorted(set(attention.layer))
+    present = set(attention.groupby(["method", "layer"], sort=False).groups)
+    titles = [f"layer {layer}" if (m, layer) in present else "" for m in methods for layer in layers]
+    height = 230 * len(methods) + 180
+    fig = make_subplots(
+        rows=len(methods), cols=len(layers), subplot_titles=titles,
+        horizontal_spacing=0.06, vertical_spacing=min(0.3, 75 / (height - 180)) if len(methods) > 1 else 0.1,
+    )  # fmt: skip
+    for row, method in enumerate(methods, start=1):
+        for col, layer in enumerate(layers, start=1):
+            df = attention[(attention.method == method) & (attention.layer == layer)]
+            if df.empty:
+                continue
+            grid = df.assign(key=df.operand + df.operand_digit.astype(str)).pivot_table(
+                index="answer_digit", columns="key", values="weight", aggfunc="sum", sort=False
+            )
+            fig.add_heatmap(z=grid.values, x=list(grid.columns), y=[f"c{k}" for k in grid.index],
+                            coloraxis="coloraxis", name=f"{METHOD_LABELS.get(method, method)}, layer {layer}",
+                            row=row, col=col)  # fmt: skip
+        fig.update_yaxes(title_text=METHOD_LABELS.get(method, method), row=row, col=1)
+    fig.update_layout(title=title, template="plotly_white", width=min(1200, 230 * len(layers) + 220),
+                      height=height,
                       coloraxis=dict(colorscale="Viridis", colorbar_title="attention"))  # fmt: skip
     return fit_layout(fig)

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import load_experiment
+from tests.experiments.report_check import check_report
 
 exp = load_experiment("depth_vs_steps")
 
@@ -34,6 +35,8 @@ def test_quick_mode_end_to_end(tmp_path, no_static_export, capsys):
     assert "trained on order = favourable (accuracy" in printed and "(acc_other_order" in printed
     assert results.acc_other_order.between(0, 1).all()
     assert list(results.order_only_share) == [1 / {1: 1, 2: 2, 3: 6}[k] for k in results.k]
+    figures = ["heatmap", "heatmap_test", "probes", "attention"]
+    check_report(out, figures, ["results.csv", "curves.csv", "probes.csv", "attention.csv"])
 
 
 def test_grid_follows_the_bounds_and_the_orders():

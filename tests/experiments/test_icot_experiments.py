@@ -7,6 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.experiments.report_check import check_report
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -38,6 +40,7 @@ def test_quick_runs_write_results_then_probes_reuse_the_checkpoints(tmp_path, ca
     assert list(stages.stage) == ["nocot", "teacher", "student", "emulator", "coupled", "internalize", "aux"]
     for name in ("results", "training"):
         assert (out / f"{name}.html").exists()
+    check_report(out, ["results", "training"], ["results.csv", "stages.csv"])
     (teacher_dir,) = (out / "runs").glob("teacher-*")
     state = teacher_dir / "state.safetensors"
     mtime = state.stat().st_mtime_ns
@@ -67,6 +70,7 @@ def test_quick_runs_write_results_then_probes_reuse_the_checkpoints(tmp_path, ca
     assert (pout / "probes.html").exists()
     printed = capsys.readouterr().out.split("wrote:")[-1]
     assert str(pout / "probes.csv") in printed and str(pout / "probes.html") in printed
+    check_report(pout, ["probes"], ["probes.csv"])
 
     answers = load("probe_implicit_answers")
     aout = tmp_path / "answers"
@@ -83,6 +87,7 @@ def test_quick_runs_write_results_then_probes_reuse_the_checkpoints(tmp_path, ca
     per_query = att.groupby(["method", "layer", "head", "answer_digit"]).weight.sum()
     assert ((per_query > 0) & (per_query <= 1 + 1e-6)).all()
     assert (aout / "answer_probes.html").exists() and (aout / "answer_attention.html").exists()
+    check_report(aout, ["answer_probes", "answer_attention"], ["answer_probes.csv", "answer_attention.csv"])
 
 
 def test_methods_flag_trains_only_what_the_chosen_methods_need(tmp_path):

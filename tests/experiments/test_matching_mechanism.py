@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from reasonlens.models import ModelConfig, Transformer
+from tests.experiments.report_check import check_report
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,6 +62,34 @@ def test_quick_mode_writes_every_table_and_figure(quick_run):
     assert models.loc["small_init", "gamma"] > models.loc["large_init", "gamma"]
     saved = json.loads((out / "summary.json").read_text())
     assert saved["summary"]["small_init"]["accuracy"].keys() == {"train", "test", "ood"}
+    figures = ["probes", "attention", "matching_matrix", "patching", "ood", "information_flow",
+               "information_flow_large_init"]  # fmt: skip
+    csvs = ["models.csv", "probes.csv", "patching.csv", "ood.csv", "information_flow.csv"]
+    check_report(out, figures, csvs)
+
+
+def test_quick_mode_writes_path_and_attribution_patching(quick_run):
+    out, summary = quick_run
+    paths = pd.read_csv(out / "path_patching.csv")
+    assert set(paths.model) == {"small_init", "large_init"} and set(paths.counterfactual) == {
+        "child",
+        "query",
+    }
+    assert {"sender", "receiver", "receiver_input", "position", "effect", "score"} <= set(paths.columns)
+    assert set(paths.receiver_input) == {"q", "k", "v", "mlp", "logits", "all"}
+    assert set(paths.sender) == {f"L{layer} {kind}" for layer in range(3) for kind in ("attn", "mlp")}
+    assert set(paths.position) == set(range(13)) and (paths.n_examples == 10).all()
+    attribution = pd.read_csv(out / "attribution.csv")
+    assert set(attribution.site) == {"resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post"}
+    assert len(attribution) == 2 * 2 * 3 * 5 * 13  # models x counterfactuals x layers x sites x positions
+    assert attribution[["score_attribution", "score_exact"]].notna().all().all()
+    for name in ("path_patching", "attribution"):
+        assert (out / f"{name}.html").is_file(), name
+    for model in ("small_init", "large_init"):
+        agree = summary[model]["attribution_agreement"]
+        assert set(agree) == {"child", "query"} and agree["child"]["n"] == 3 * 5 * 13
+        top = summary[model]["path_patching_child_top"]
+        assert len(top) == 5 and top[0]["effect"] <= top[-1]["effect"] and "->" in top[0]["path"]
 
 
 def test_runs_are_picked_from_matching_init_results(experiment, tmp_path):

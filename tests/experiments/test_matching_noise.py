@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import load_experiment
+from tests.experiments.report_check import check_report
 
 exp = load_experiment("matching_noise")
 
@@ -28,6 +29,8 @@ def test_quick_mode_end_to_end(tmp_path, no_static_export, capsys):
     assert (out / "variants.html").stat().st_size > 10_000 and (out / "learning_curves.html").exists()
     printed = capsys.readouterr().out
     assert "test_minus_none" in printed and "results.csv" in printed
+    csvs = ["results.csv", "curves.csv", "strengths.csv", "noise_share.csv", "summary.csv"]
+    check_report(out, ["variants", "learning_curves"], csvs)
     # a second run reuses every finished run
     before = {c: (out / c).stat().st_mtime_ns for c in results.checkpoint}
     assert exp.main(["--quick", "--out", str(out), "--no-progress"]) == 0
