@@ -107,6 +107,7 @@ from reasonlens.decompose import ANSWER_METHODS, PRESETS, run_seed  # noqa: E402
 from reasonlens.io import write_csv  # noqa: E402
 from reasonlens.plots import save_figure  # noqa: E402
 from reasonlens.plots.decompose import accuracy_by_steps_figure  # noqa: E402
+from reasonlens.plots.report import report_files, write_report  # noqa: E402
 from reasonlens.tasks.wordproblems import read_gsm8k_jsonl, require_sub_questions  # noqa: E402
 from reasonlens.training.trainer import check_device  # noqa: E402
 
@@ -162,6 +163,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"exact match by number of steps (mean over seeds {seeds}):")
     print(table.to_string(float_format=lambda v: f"{v:.3f}"))
     print(PAPER)
+    written.append(
+        write_report(
+            args.out,
+            title="Decomposer + solver vs CoT on multi-step word problems",
+            question=__doc__.split("\n\n")[0],
+            config={**vars(args), "preset": dataclasses.asdict(cfg)},
+            headline=table.reset_index(),
+            notes=[PAPER],
+            **report_files(written),
+        )
+    )
     print(f"\n{len(args.seeds)} seed(s) in {time.perf_counter() - t0:.0f} s")
     print("wrote:\n  " + "\n  ".join(str(p) for p in written))
     return 0

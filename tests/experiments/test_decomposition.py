@@ -5,6 +5,7 @@ import pytest
 
 from reasonlens import cli
 from tests.conftest import load_experiment
+from tests.experiments.report_check import check_report
 
 
 def test_quick_writes_results_and_figure(tmp_path, capsys, no_static_export):
@@ -22,6 +23,7 @@ def test_quick_writes_results_and_figure(tmp_path, capsys, no_static_export):
     assert set(res.seed) == {0, 1} and set(res.n_steps) == {2, 3, 4, 5}
     assert res.accuracy.between(0, 1).all()
     assert "Socratic CoT 21.1" in printed
+    check_report(out, ["accuracy_by_steps"], ["results.csv", "predictions.csv", "training.csv"])
 
 
 @pytest.mark.parametrize(
