@@ -26,7 +26,14 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from reasonlens.analysis.patching import DIRECTIONS, SITES, activation_patching, block_site_hooks, logit_diff
+from reasonlens.analysis.patching import (
+    DIRECTIONS,
+    SITES,
+    activation_patching,
+    block_site_hooks,
+    check_counterfactual,
+    logit_diff,
+)
 from reasonlens.models.modes import eval_mode
 from reasonlens.probes.collect import hook_layer
 
@@ -51,19 +58,7 @@ def _check(
 ) -> None:
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}; got {direction!r}")
-    if clean_tokens.ndim != 2 or clean_tokens.shape != corrupt_tokens.shape:
-        raise ValueError(
-            f"clean and corrupt tokens must both be [n, pos]; got {tuple(clean_tokens.shape)} and "
-            f"{tuple(corrupt_tokens.shape)}"
-        )
-    n, n_pos = clean_tokens.shape
-    for name, value in (("clean_answers", clean_answers), ("corrupt_answers", corrupt_answers)):
-        if not isinstance(value, Tensor) or value.shape != (n,):
-            raise ValueError(f"{name} must be a [n] token tensor with n={n}")
-        if n and not 0 <= int(value.min()) <= int(value.max()) < model.cfg.d_vocab_out:
-            raise ValueError(f"{name} must be tokens in 0..{model.cfg.d_vocab_out - 1}")
-    if not -n_pos <= readout < n_pos:
-        raise ValueError(f"readout {readout} is outside the {n_pos} positions")
+    check_counterfactual(model, clean_tokens, corrupt_tokens, clean_answers, corrupt_answers, readout)
 
 
 def attribution_scores(

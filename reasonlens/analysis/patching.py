@@ -99,6 +99,32 @@ def matching_counterfactual(
     return inputs, new_t
 
 
+def check_counterfactual(
+    model: torch.nn.Module,
+    clean_tokens: Tensor,
+    corrupt_tokens: Tensor,
+    clean_answers: Tensor,
+    corrupt_answers: Tensor,
+    readout: int,
+) -> None:
+    """Refuse, naming the value, a clean/corrupted prompt pair that patching cannot use: token
+    tensors of different shapes or not ``[n, pos]``, answers that are not ``[n]`` tokens of the
+    model's vocabulary, a readout position outside the prompt."""
+    if clean_tokens.ndim != 2 or clean_tokens.shape != corrupt_tokens.shape:
+        raise ValueError(
+            f"clean and corrupt tokens must both be [n, pos]; got {tuple(clean_tokens.shape)} and "
+            f"{tuple(corrupt_tokens.shape)}"
+        )
+    n, n_pos = clean_tokens.shape
+    for name, value in (("clean_answers", clean_answers), ("corrupt_answers", corrupt_answers)):
+        if not isinstance(value, Tensor) or value.shape != (n,):
+            raise ValueError(f"{name} must be a [n] token tensor with n={n}")
+        if n and not 0 <= int(value.min()) <= int(value.max()) < model.cfg.d_vocab_out:
+            raise ValueError(f"{name} must be tokens in 0..{model.cfg.d_vocab_out - 1}")
+    if not -n_pos <= readout < n_pos:
+        raise ValueError(f"readout {readout} is outside the {n_pos} positions")
+
+
 def logit_diff(
     logits: Float[Tensor, "n pos vocab"], good: Int[Tensor, " n"], bad: Int[Tensor, " n"], position: int = -1
 ) -> Float[Tensor, " n"]:

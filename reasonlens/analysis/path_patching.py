@@ -39,7 +39,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from reasonlens.analysis.patching import logit_diff
+from reasonlens.analysis.patching import check_counterfactual, logit_diff
 from reasonlens.models.modes import eval_mode
 
 SENDER_KINDS = ("attn", "head", "mlp")
@@ -285,19 +285,8 @@ def path_patching(
     With ``skip_unchanged``, a (sender, position) whose corrupted output equals the clean one in
     every example (e.g. before the first corrupted token) is not run: every path from it then reads
     the clean run, so its rows get the clean logit difference and effect 0."""
-    if clean_tokens.ndim != 2 or clean_tokens.shape != corrupt_tokens.shape:
-        raise ValueError(
-            f"clean and corrupt tokens must both be [n, pos]; got {tuple(clean_tokens.shape)} and "
-            f"{tuple(corrupt_tokens.shape)}"
-        )
+    check_counterfactual(model, clean_tokens, corrupt_tokens, clean_answers, corrupt_answers, readout)
     n, n_pos = clean_tokens.shape
-    for name, value in (("clean_answers", clean_answers), ("corrupt_answers", corrupt_answers)):
-        if not isinstance(value, Tensor) or value.shape != (n,):
-            raise ValueError(f"{name} must be a [n] token tensor with n={n}")
-        if n and not 0 <= int(value.min()) <= int(value.max()) < model.cfg.d_vocab_out:
-            raise ValueError(f"{name} must be tokens in 0..{model.cfg.d_vocab_out - 1}")
-    if not -n_pos <= readout < n_pos:
-        raise ValueError(f"readout {readout} is outside the {n_pos} positions")
     senders = default_senders(model) if senders is None else [check_sender(model, s) for s in senders]
     if not senders:
         raise ValueError("no senders given")
