@@ -18,7 +18,10 @@ the query position), matching_matrix_variants.csv (embedding query on ID tokens,
 on OOD tokens; stream query on ID and OOD examples), matching_scores.csv (per variant), ood.csv
 (OOD accuracy: raw, OOD embedding rows rescaled to the trained rows' norm, random directions at
 that norm), ood_answers.csv (answer / hop1_node / other_in_context / not_in_context, per
-variant), embedding_norms.csv, patching.csv, path_patching.csv (each sublayer output of the
+variant), embedding_norms.csv, logit_lens.csv (the unembedding after every layer at the answer
+position: rank and probability of the answer and of each hop's node), knockout.csv (every attention
+edge into the answer position knocked out alone, ranked by the drop in the answer's logit),
+patching.csv, path_patching.csv (each sublayer output of the
 corrupted run fed to one later q, k, v, MLP input or the logits only; "all downstream" rows are
 ordinary activation patching of the sender), attribution.csv (attribution patching of the five
 sites per block next to the exact sweep; their agreement is in summary.json), information_flow.csv,
@@ -95,6 +98,8 @@ from reasonlens.plots import (  # noqa: E402
     probe_figure,
     save_figure,
 )
+from reasonlens.plots.knockout import knockout_figure  # noqa: E402
+from reasonlens.plots.lens import logit_lens_figure  # noqa: E402
 from reasonlens.plots.report import report_files, write_report  # noqa: E402
 from reasonlens.tasks import matching  # noqa: E402
 from reasonlens.training import StreamSource, TrainConfig, train  # noqa: E402
@@ -223,6 +228,8 @@ def main(argv: list[str] | None = None) -> dict:
         "patching": patching_figure(merged["patching"], position_labels=labels),
         "ood": ood_figure(merged["ood"], merged["ood_answers"]),
         "path_patching": path_patching_figure(merged["path_patching"], position_labels=labels),
+        "logit_lens": logit_lens_figure(merged["logit_lens"]),
+        "knockout": knockout_figure(merged["knockout"]),
         "attribution": attribution_figure(attribution, position_labels=labels, facet="panel"),
     }
     for name in models:

@@ -15,6 +15,8 @@ from reasonlens.analysis.attention import attention_matching_scores
 from reasonlens.analysis.attribution import agreement, compare_with_exact
 from reasonlens.analysis.circuits import matching_matrix_variants, matching_scores
 from reasonlens.analysis.flow import information_flow
+from reasonlens.analysis.knockout import rank_edges
+from reasonlens.analysis.lens import matching_logit_lens
 from reasonlens.analysis.ood import VARIANTS, embedding_norms, ood_accuracy, ood_answers
 from reasonlens.analysis.patching import activation_patching, matching_counterfactual, with_hop_layout
 from reasonlens.analysis.path_patching import ALL_DOWNSTREAM, path_patching
@@ -125,6 +127,7 @@ def _analyse(model: torch.nn.Module, cfg: MechanismConfig, progress: bool) -> di
     tables["accuracy"] = pd.DataFrame(acc)
     data = matching.generate(cfg.n_examples, cfg.split, cfg.steps, cfg.seq_len, cfg.kind, seed=(cfg.seed, 6))
     tables["probes"] = probe_sweep(model, data, seed=cfg.seed, progress=progress)
+    tables["logit_lens"] = matching_logit_lens(model, data)  # answer and hop nodes after every layer
     tables["attention"] = attention_matching_scores(model, data)
     n_tokens = data.n_tokens
     ood = matching.generate(cfg.n_examples, "ood", cfg.steps, cfg.seq_len, cfg.kind, seed=(cfg.seed, 8))
@@ -150,6 +153,8 @@ def _analyse(model: torch.nn.Module, cfg: MechanismConfig, progress: bool) -> di
         table, _ = compare_with_exact(model, layout.inputs, corrupt, layout.answers, answers)
         attribution.append(table.assign(counterfactual=kind))
     tables["patching"] = pd.concat(frames, ignore_index=True)
+    # every single attention edge into the answer position, ranked by the drop in the answer's logit
+    tables["knockout"] = rank_edges(model, layout.inputs[:m], layout.answers[:m])
     tables["path_patching"] = pd.concat(paths, ignore_index=True)
     tables["attribution"] = pd.concat(attribution, ignore_index=True)
     tables["information_flow"] = information_flow(model, layout.inputs[0]).assign(

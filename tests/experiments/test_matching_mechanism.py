@@ -83,8 +83,13 @@ def test_quick_mode_writes_path_and_attribution_patching(quick_run):
     assert set(attribution.site) == {"resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post"}
     assert len(attribution) == 2 * 2 * 3 * 5 * 13  # models x counterfactuals x layers x sites x positions
     assert attribution[["score_attribution", "score_exact"]].notna().all().all()
-    for name in ("path_patching", "attribution"):
+    for name in ("path_patching", "attribution", "logit_lens", "knockout"):
         assert (out / f"{name}.html").is_file(), name
+    lens = pd.read_csv(out / "logit_lens.csv")
+    assert set(lens.model) == {"small_init", "large_init"} and "answer" in set(lens.target)
+    knockout = pd.read_csv(out / "knockout.csv")
+    assert len(knockout) == 2 * 3 * 13  # models x layers x keys into the answer position (1 head)
+    assert (knockout.groupby("model").effect.apply(lambda e: e.is_monotonic_decreasing)).all()
     for model in ("small_init", "large_init"):
         agree = summary[model]["attribution_agreement"]
         assert set(agree) == {"child", "query"} and agree["child"]["n"] == 3 * 5 * 13
