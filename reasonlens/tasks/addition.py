@@ -83,11 +83,7 @@ def format_example(a: int, b: int, mode: str = "scratchpad") -> str:
     """The symbols of ``a + b`` in ``mode`` (``"direct"`` or ``"scratchpad"``)."""
     sp.check_mode(mode)
     prompt, lines, answer = format_parts(a, b)
-    parts = list(prompt)
-    if mode == "scratchpad":
-        parts += [sp.OPEN_SYMBOL, *[s for line in lines for s in (*line, sp.LINE_SYMBOL)], sp.CLOSE_SYMBOL]
-    parts += [*answer, sp.END_SYMBOL]
-    return " ".join(parts)
+    return sp.join_symbols(prompt, lines, answer, mode)
 
 
 @dataclass(frozen=True)

@@ -92,11 +92,7 @@ def format_example(coeffs: Sequence[int], x: int, mode: str = "scratchpad", modu
     """The symbols of ``p(x) mod modulus`` in ``mode``."""
     sp.check_mode(mode)
     prompt, lines, answer = format_parts(coeffs, x, modulus)
-    parts = list(prompt)
-    if mode == "scratchpad":
-        parts += [sp.OPEN_SYMBOL, *[s for line in lines for s in (*line, sp.LINE_SYMBOL)], sp.CLOSE_SYMBOL]
-    parts += [*answer, sp.END_SYMBOL]
-    return " ".join(parts)
+    return sp.join_symbols(prompt, lines, answer, mode)
 
 
 @dataclass(frozen=True)

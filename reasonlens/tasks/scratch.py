@@ -67,6 +67,17 @@ def check_mode(mode: str) -> str:
     return mode
 
 
+def join_symbols(
+    prompt: Sequence[str], lines: Sequence[Sequence[str]], answer: Sequence[str], mode: str
+) -> str:
+    """One example as text: the prompt, the scratchpad lines between their markers (in
+    ``"scratchpad"`` mode only), the answer and the end symbol."""
+    parts = list(prompt)
+    if check_mode(mode) == "scratchpad":
+        parts += [OPEN_SYMBOL, *[s for line in lines for s in (*line, LINE_SYMBOL)], CLOSE_SYMBOL]
+    return " ".join([*parts, *answer, END_SYMBOL])
+
+
 def digits_of(x: np.ndarray, width: int) -> np.ndarray:
     """``[n, width]`` digits of the non-negative ints ``x``, least significant first."""
     x = np.asarray(x, dtype=np.int64)
