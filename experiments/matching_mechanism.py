@@ -85,6 +85,7 @@ if __name__ == "__main__":
 import pandas as pd  # noqa: E402
 
 from reasonlens.analysis.mechanism import MechanismConfig, analyse_matching_model, layout_labels, summarize  # noqa: E402
+from reasonlens.checkpoints import stored_sha256  # noqa: E402
 from reasonlens.io import write_csv, write_json  # noqa: E402
 from reasonlens.models import ModelConfig, Transformer  # noqa: E402
 from reasonlens.plots import (  # noqa: E402
@@ -98,6 +99,7 @@ from reasonlens.plots import (  # noqa: E402
     probe_figure,
     save_figure,
 )
+from reasonlens.plots.common import model_identity, with_run_identity  # noqa: E402
 from reasonlens.plots.knockout import knockout_figure  # noqa: E402
 from reasonlens.plots.lens import logit_lens_figure  # noqa: E402
 from reasonlens.plots.report import report_files, write_report  # noqa: E402
@@ -239,8 +241,14 @@ def main(argv: list[str] | None = None) -> dict:
         figures[f"information_flow{suffix}"] = information_flow_figure(
             edges, tokens=tokens, title=f"Information flow, {name}: {' '.join(tokens)}"
         )
+    identity = {name: f"{name}: " + model_identity(models[name].cfg, path, stored_sha256(path))
+                for name, (path, _) in chosen.items()}  # fmt: skip
     written = sorted(out.glob("*.csv")) + [out / "summary.json"]
     for fig_name, fig in figures.items():
+        one = next((n for n in models if fig_name == f"information_flow_{n}"), None)
+        if fig_name == "information_flow":
+            one = main_model
+        with_run_identity(fig, [identity[one]] if one is not None else identity.values())
         written += save_figure(fig, out, fig_name, static=static)
     written.append(write_report(
         out, title="How trained matching models solve the task", question=__doc__.split("\n\n")[0],

@@ -91,6 +91,7 @@ from reasonlens.icot.activations import SOURCES, collect_states, probe_targets, 
 from reasonlens.icot.probing import probe_table  # noqa: E402
 from reasonlens.io import write_csv  # noqa: E402
 from reasonlens.plots import save_figure  # noqa: E402
+from reasonlens.plots.common import with_run_identity  # noqa: E402
 from reasonlens.plots.icot import emulated_probe_figure  # noqa: E402
 from reasonlens.plots.report import report_files, write_report  # noqa: E402
 from reasonlens.tasks import multiplication as mult  # noqa: E402
@@ -129,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     written = [write_csv(table, args.out / "probes.csv")]
     title = f"Linear probes, {setup.digits[0]}x{setup.digits[1]} multiplication, preset {setup.preset}"
     static = () if args.html_only else ("png",)
-    written += save_figure(emulated_probe_figure(table, title), args.out, "probes", static=static)
+    identity = [run.identity(stage) for stage in run.models]
+    fig = with_run_identity(emulated_probe_figure(table, title), identity)
+    written += save_figure(fig, args.out, "probes", static=static)
     summary = table.pivot_table(index=["group", "source"], columns="layer", values="score", aggfunc="mean")
     with pd.option_context("display.width", 160, "display.precision", 3):
         print("mean probe accuracy by layer:")

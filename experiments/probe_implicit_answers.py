@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from reasonlens.icot.answer_probes import answer_attention, probe_answer_positions
     from reasonlens.io import write_csv
     from reasonlens.plots import save_figure
+    from reasonlens.plots.common import with_run_identity
     from reasonlens.plots.icot import answer_attention_figure, answer_probe_figure
     from reasonlens.plots.report import report_files, write_report
     from reasonlens.tasks import multiplication as mult
@@ -97,10 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(att, args.out / "answer_attention.csv")
     static = () if args.html_only else ("png",)
     size = f"{setup.digits[0]}x{setup.digits[1]}"
-    save_figure(answer_probe_figure(table, f"Answer-position probes, {size}, preset {setup.preset}"),
-                args.out, "answer_probes", static=static)  # fmt: skip
-    save_figure(answer_attention_figure(att, f"Attention to operand digits, {size}, preset {setup.preset}"),
-                args.out, "answer_attention", static=static)  # fmt: skip
+    identity = [f"{method} = " + run.identity(RESULT_METHODS[method].stage) for method in args.methods]
+    probe_fig = answer_probe_figure(table, f"Answer-position probes, {size}, preset {setup.preset}")
+    save_figure(with_run_identity(probe_fig, identity), args.out, "answer_probes", static=static)
+    att_fig = answer_attention_figure(att, f"Attention to operand digits, {size}, preset {setup.preset}")
+    save_figure(with_run_identity(att_fig, identity), args.out, "answer_attention", static=static)
     sums = table[table.target == "running_sum"]
     summary = sums.pivot_table(index=["method", "answer_digit"], columns="layer", values="score")
     with pd.option_context("display.width", 160, "display.precision", 2):

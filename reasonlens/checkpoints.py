@@ -85,6 +85,12 @@ def read_header(path: str | os.PathLike) -> dict[str, str]:
         raise CheckpointError(path, f"not a safetensors model file ({err})") from err
 
 
+def stored_sha256(path: str | os.PathLike) -> str | None:
+    """The tensors' SHA-256 stored in a checkpoint's header (``None`` for files written before
+    hashes were stored), without reading the tensors."""
+    return read_header(path).get(HASH_KEY)
+
+
 def read_safetensors(
     path: str | os.PathLike, verify: bool = True
 ) -> tuple[dict[str, Tensor], dict[str, str]]:

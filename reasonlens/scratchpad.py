@@ -81,7 +81,7 @@ class ScratchpadSetup:
     d_mlp: int = 256
     steps: int = 3000
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 3e-3  # scratchpad model after 3000 steps: 94% of tokens at 1e-3, 99.99% at 3e-3 (README)
     warmup_steps: int = 100
     eval_every: int = 250
     random_offset: bool = True

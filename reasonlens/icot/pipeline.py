@@ -48,6 +48,7 @@ from reasonlens.names import add_stage_steps_option as add_stage_steps_option  #
 from reasonlens.names import parse_stage_steps as parse_stage_steps  # re-exported
 from reasonlens.tasks import multiplication as mult
 from reasonlens.training import TrainConfig, TrainResult
+from reasonlens.training.trainer import MODEL_FILE
 
 MODELS: tuple[str, ...] = ("nocot", "teacher", "student", "emulator", "internalize", "aux")
 ALL_STAGES: tuple[str, ...] = ICOT_ALL_STAGES  # stages.STAGES + stages.METHOD_STAGES
@@ -365,6 +366,28 @@ class ICoTRun:
     models: dict[str, nn.Module] = field(default_factory=dict)
     results: dict[str, TrainResult] = field(default_factory=dict)
     run_dir: Path | None = None
+
+    def model_file(self, stage: str) -> Path | None:
+        """The stage's saved model file, or ``None`` (trained in memory, or not saved)."""
+        if self.run_dir is None:
+            return None
+        path = self.run_dir / self.setup.stage_keys()[stage] / MODEL_FILE
+        return path if path.is_file() else None
+
+    def identity(self, stage: str) -> str:
+        """One line naming the stage's trained model for a figure: its file, the SHA-256 of its
+        tensors, its transformer's variant and its training steps (see
+        :func:`reasonlens.plots.common.model_identity`)."""
+        from reasonlens.checkpoints import stored_sha256
+        from reasonlens.plots.common import model_identity
+
+        path = self.model_file(stage)
+        model = self.models[stage]
+        cfg = getattr(model, "cfg", None) if not isinstance(model, ImplicitCoT) else model.student.cfg
+        result = self.results.get(stage)
+        steps = result.steps_done if result is not None else None
+        sha = stored_sha256(path) if path is not None else None
+        return f"{stage}: " + model_identity(cfg, path, sha, steps)
 
     def stage_summary(self) -> pd.DataFrame:
         """One row per stage: steps, training wall time, and its last validation metrics."""

@@ -3,6 +3,7 @@ fits a 1200 px window (wrapped titles, capped widths)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import pandas as pd
@@ -12,11 +13,13 @@ from reasonlens.probes.collect import hook_label, ordered_hooks
 
 __all__ = [
     "MAX_WIDTH", "facet_grid", "facet_values", "fit_layout", "hook_labels", "ordered_hooks", "select",
-    "value_label", "wrap_title",
+    "model_identity", "value_label", "with_run_identity", "wrap_title",
 ]  # fmt: skip
 
 MAX_WIDTH = 1200  # px: figures wider than this overflow a laptop window
 TITLE_FONT_PX = 17  # plotly_white's title size
+IDENTITY_OPEN, IDENTITY_CLOSE = "<sup>", "</sup>"  # the run-identity lines under a title
+SUP_SCALE = 0.7  # plotly draws <sup> text at 70% of the font size
 CHAR_PX = 0.55  # a proportional font's mean character width, per px of font size (generous)
 
 
@@ -47,19 +50,31 @@ def facet_grid(rows: list, cols: list, **kwargs: object):  # noqa: ANN201 - plot
 
 def wrap_title(text: str, width_px: int, font_px: int = TITLE_FONT_PX, margin_px: int = 100) -> str:
     """``text`` broken with ``<br>`` at word boundaries so that each line fits ``width_px`` (less
-    ``margin_px``) at ``font_px``; existing ``<br>`` breaks are kept (wrapping is idempotent)."""
-    max_chars = max(10, int((width_px - margin_px) / (CHAR_PX * font_px)))
+    ``margin_px``) at ``font_px``; existing ``<br>`` breaks are kept (wrapping is idempotent).
+    Tags do not count as width; a line wholly in ``<sup>..</sup>`` (a smaller font) is wrapped at
+    that font's size and each of its pieces keeps the tags."""
     lines = []
     for part in text.split("<br>"):
-        line = ""
+        small = part.startswith(IDENTITY_OPEN) and part.endswith(IDENTITY_CLOSE)
+        if small:
+            part = part[len(IDENTITY_OPEN) : -len(IDENTITY_CLOSE)]
+        size = font_px * SUP_SCALE if small else font_px
+        max_chars = max(10, int((width_px - margin_px) / (CHAR_PX * size)))
+        pieces, line = [], ""
         for word in part.split(" "):
-            if line and len(line) + 1 + len(word) > max_chars:
-                lines.append(line)
+            if line and _visible_len(line) + 1 + _visible_len(word) > max_chars:
+                pieces.append(line)
                 line = word
             else:
                 line = f"{line} {word}" if line else word
-        lines.append(line)
+        pieces.append(line)
+        lines += [f"{IDENTITY_OPEN}{p}{IDENTITY_CLOSE}" for p in pieces] if small else pieces
     return "<br>".join(lines)
+
+
+def _visible_len(text: str) -> int:
+    """Characters of ``text`` a reader sees: plotly's pseudo-HTML tags (``<sup>``, ``<b>``) excluded."""
+    return len(re.sub(r"<[^>]*>", "", text))
 
 
 def value_label(column: str, value: object) -> str:
@@ -130,3 +145,32 @@ def fit_layout(fig, max_width: int = MAX_WIDTH):  # noqa: ANN001, ANN201 - plotl
         top = fig.layout.margin.t if fig.layout.margin.t is not None else 100
         fig.update_layout(margin_t=max(top, need_top))
     return fig
+
+
+def model_identity(cfg, path: object = None, sha256: str | None = None, steps: int | None = None) -> str:  # noqa: ANN001 - a ModelConfig
+    """A short line naming an analysed model: its file (or folder), the first 8 hex digits of its
+    tensors' SHA-256 when known, and the variant (depth, width, norm placement, init, seed; when
+    ``cfg`` is given) and the training steps (when given), e.g.
+    ``runs/g0.5_post_s1/model.safetensors (sha256 1a2b3c4d): 3L d128 post-LN normal gamma 0.5 seed 1``."""
+    head = str(path) if path is not None else "in-memory model"
+    if sha256:
+        head += f" (sha256 {sha256[:8]})"
+    text = head
+    if cfg is not None:
+        norm = "no-norm" if cfg.norm in (None, "none") else f"{cfg.norm}-LN"
+        text += f": {cfg.n_layers}L d{cfg.d_model} {norm} {cfg.init} gamma {cfg.gamma:g} seed {cfg.seed}"
+    if steps is not None:
+        text += f", {steps} steps"
+    return text
+
+
+def with_run_identity(fig, lines: Iterable[str]):  # noqa: ANN001, ANN201 - plotly Figure
+    """Name the analysed run(s) in the figure itself: ``lines`` (one per model, e.g. from
+    :func:`model_identity`) become small lines under the title, so a PNG or HTML file seen alone
+    still says which checkpoint it shows. Returns ``fig`` (changed in place; calling it again
+    replaces the lines rather than adding more)."""
+    title = fig.layout.title.text or ""
+    title = title.split("<br>" + IDENTITY_OPEN)[0].split(IDENTITY_OPEN)[0]
+    body = "<br>".join(f"{IDENTITY_OPEN}{line}{IDENTITY_CLOSE}" for line in lines if line)
+    fig.update_layout(title_text="<br>".join(t for t in (title, body) if t))
+    return fit_layout(fig)

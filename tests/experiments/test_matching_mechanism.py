@@ -154,3 +154,20 @@ def test_stdout_gets_a_short_summary_not_the_json(experiment):
     assert lines[0] == "small_init: accuracy train 1.000 test 0.990 ood 0.900"
     assert "hop1 at L1 resid_post" in lines[1] and "hop2 at none" in lines[1]
     assert "L1H0" in lines[2] and "0.97" in lines[2]
+
+
+def test_figures_name_the_checkpoints_they_analysed(quick_run):
+    from reasonlens.checkpoints import stored_sha256
+    from reasonlens.plots.save import read_figure_json
+
+    out, _ = quick_run
+    models = pd.read_csv(out / "models.csv").set_index("model")
+    for fig_name, expected in [("probes", ["small_init", "large_init"]), ("information_flow", ["small_init"]),
+                               ("information_flow_large_init", ["large_init"])]:  # fmt: skip
+        title = read_figure_json(out / f"{fig_name}.html")["layout"]["title"]["text"]
+        for name in models.index:
+            path = models.loc[name, "checkpoint"]
+            named = f"{name}: {path}" in title.replace("</sup><br><sup>", " ")
+            assert named == (name in expected), (fig_name, name, title)
+            if named:
+                assert f"sha256 {stored_sha256(path)[:8]}" in title

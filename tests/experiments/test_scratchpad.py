@@ -4,6 +4,8 @@ import pandas as pd
 import pytest
 
 from reasonlens import cli
+from reasonlens.checkpoints import stored_sha256
+from reasonlens.plots.save import read_figure_json
 from tests.conftest import load_experiment
 from tests.experiments.report_check import check_report
 
@@ -32,7 +34,12 @@ def test_quick_run_writes_results_figure_and_probes(task, tmp_path, capsys, no_s
     assert set(probes.depth) == {0, 1, 2}  # the quick models have 2 layers
     assert set(probes.target) == {f"{kind}{i}" for i in (range(1, 9) if kind == "carry" else range(8))}
     assert probes.score.between(0, 1).all()
-    assert (out / "runs" / "direct-seed0" / "model.safetensors").exists()
+    probed = out / "runs" / "direct-seed0" / "model.safetensors"
+    assert probed.exists()
+    title = read_figure_json(out / f"{kind}_probes.html")["layout"]["title"]["text"].replace(
+        "</sup><br><sup>", " "
+    )
+    assert f"{probed} (sha256 {stored_sha256(probed)[:8]}): 2L d32" in title  # the probed model, named
     check_report(out, ["accuracy", f"{kind}_probes"], ["results.csv", f"{kind}_probes.csv"])
 
 

@@ -1,10 +1,20 @@
 """Figures fit a 1200 px window: wrapped titles, capped widths, labels without ``name=`` prefixes,
 colour scales covering the data, and an honest steps-to-99% panel."""
 
+import re
+
 import pandas as pd
 import plotly.graph_objects as go
 
-from reasonlens.plots.common import MAX_WIDTH, fit_layout, value_label, wrap_title
+from reasonlens.models import ModelConfig
+from reasonlens.plots.common import (
+    MAX_WIDTH,
+    fit_layout,
+    model_identity,
+    value_label,
+    with_run_identity,
+    wrap_title,
+)
 from reasonlens.plots.interventions import variant_comparison
 from reasonlens.plots.patching import patching_figure
 from reasonlens.plots.training import accuracy_vs_setting, learning_curves
@@ -82,3 +92,25 @@ def test_patching_colour_scale_covers_the_data():
     rows = [{**r, "score": 0.5} for r in rows]
     heat = patching_figure(pd.DataFrame(rows)).data[0]
     assert (heat.zmin, heat.zmax) == (-1.0, 1.0)  # never narrower than [-1, 1]
+
+
+def test_run_identity_lines_sit_under_the_title_and_are_replaced_not_stacked():
+    cfg = ModelConfig(n_layers=3, d_model=128, n_heads=1, d_mlp=512, n_ctx=13, d_vocab=20, norm="post",
+                      gamma=0.5, seed=1)  # fmt: skip
+    line = model_identity(cfg, "runs/g0.5_post_s1/model.safetensors", "1a2b3c4d5e6f", steps=4000)
+    assert line == (
+        "runs/g0.5_post_s1/model.safetensors (sha256 1a2b3c4d): 3L d128 post-LN normal gamma 0.5 seed 1, "
+        "4000 steps"
+    )
+    fig = go.Figure().update_layout(title="Probe accuracy by layer", width=560)
+    with_run_identity(fig, [line, "large_init: another.safetensors"])
+    text = fig.layout.title.text
+    assert text.startswith("Probe accuracy by layer<br><sup>")
+    assert "runs/g0.5_post_s1/model.safetensors" in text and "another.safetensors" in text
+    # every wrapped piece of an identity line keeps its own <sup> (plotly does not carry tags over <br>)
+    for piece in text.split("<br>")[1:]:
+        assert piece.startswith("<sup>") and piece.endswith("</sup>"), piece
+        assert len(re.sub(r"<[^>]*>", "", piece)) <= (560 - 100) / (0.55 * 17 * 0.7)
+    with_run_identity(fig, ["only this one"])
+    assert fig.layout.title.text == "Probe accuracy by layer<br><sup>only this one</sup>"
+    assert fig.layout.margin.t >= 100  # room for the extra lines
