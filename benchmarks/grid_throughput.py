@@ -41,7 +41,7 @@ WALL_COLUMNS = ("wall_time_s",)
 
 
 def main_job():  # noqa: ANN201 - the experiments/matching_init.py module
-    """The main job's script as a module (its presets and ``build_runs``), imported after parsing."""
+    """The main job's script as a module (its ``build_runs``), imported after parsing."""
     path = ROOT / "experiments" / "matching_init.py"
     spec = importlib.util.spec_from_file_location("_grid_throughput_matching_init", path)
     module = importlib.util.module_from_spec(spec)
@@ -52,8 +52,10 @@ def main_job():  # noqa: ANN201 - the experiments/matching_init.py module
 
 def build_grid(n_runs: int, steps: int, quick: bool) -> list:
     """The first ``n_runs`` runs of the main job's grid (more seeds when it has fewer), ``steps`` each."""
+    from reasonlens.training.presets import MATCHING_INIT_PRESETS
+
     job = main_job()
-    preset = job.PRESETS["quick" if quick else "cpu"]
+    preset = MATCHING_INIT_PRESETS["quick" if quick else "cpu"]
     per_seed = len(preset.gammas) * len(preset.norms)
     seeds = tuple(range(-(-n_runs // per_seed)))
     args = argparse.Namespace(

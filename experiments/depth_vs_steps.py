@@ -15,7 +15,7 @@ query matches on; links can double in length with every layer. The other pairs s
 the answer is never at a fixed offset from the query's pair (with the whole chain sorted it would
 be, and a 2-layer model could read it off by position).
 
-    python experiments/depth_vs_steps.py              # CPU defaults (see --help and PRESETS)
+    python experiments/depth_vs_steps.py              # CPU defaults (see --help and training/presets.py)
     python experiments/depth_vs_steps.py --quick      # seconds: a smoke run
     python experiments/depth_vs_steps.py --preset paper --device cuda   # L = 2..5, full k range
 
@@ -36,7 +36,7 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from reasonlens import cli
@@ -98,149 +98,16 @@ from reasonlens.tasks import matching  # noqa: E402
 from reasonlens.training import evaluate_lm  # noqa: E402
 from reasonlens.training.grid import backend_from_args  # noqa: E402
 from reasonlens.training.matching_runs import MatchingRun, grid_train_config, resolve_precision, run_grid  # noqa: E402
+from reasonlens.training.presets import (  # noqa: E402
+    DEPTH_VS_STEPS_PRESETS,
+    DepthVsStepsPreset,
+    k_range,
+    task_seq_len,
+)
 
 
-@dataclass(frozen=True)
-class Preset:
-    """Grid, model and budget of one preset (see PRESETS for the numbers and why)."""
-
-    layers: tuple[int, ...]
-    k_max: int  # cap on k; each L runs k = 1 .. min(upper bound + k_past, k_max)
-    k_past: int  # how many steps past the upper parallel bound
-    orders: tuple[str, ...]
-    seeds: tuple[int, ...]
-    margin: int  # pairs beyond the k hops
-    n_tokens: int
-    d_model: int
-    d_head: int
-    n_heads: int
-    d_mlp: int
-    norm: str
-    gamma: float
-    init: str
-    batch_size: int
-    steps: int
-    lr: float
-    warmup_steps: int
-    schedule: str
-    min_lr: float
-    eval_every: int
-    n_eval: int
-    solved_patience: int | None
-    bf16: bool
-    probe_examples: int
-    probe_threshold: float
-
-
-PRESETS = {
-    # CPU defaults (README "Results: depth versus steps"): L in {2, 3} and k <= 5, so the 3-layer
-    # row covers its serial line (2), both parallel bounds (3, 4) and one step past them (the
-    # 3-layer experiment of Tian et al.); L = 4 and 5 need --layers / --k-max or --preset paper.
-    # pre-LN, gamma 0.5, 50 tokens, 2 off-path pairs: measured here, a 3-layer model learned k = 3
-    # in favourable order to 99% test accuracy in ~1800 steps (~50 ms a step on 2 busy cores), and
-    # k = 2 in random order stayed on its plateau for 2000 steps.
-    "cpu": Preset(
-        layers=(2, 3),
-        k_max=5,
-        k_past=1,
-        orders=("random", "favourable"),
-        seeds=(0,),
-        margin=2,
-        n_tokens=50,
-        d_model=64,
-        d_head=64,
-        n_heads=1,
-        d_mlp=256,
-        norm="pre",
-        gamma=0.5,
-        init="normal",
-        batch_size=256,
-        steps=2000,
-        lr=2e-3,
-        warmup_steps=100,
-        schedule="constant",
-        min_lr=2e-3,
-        eval_every=200,
-        n_eval=1000,
-        solved_patience=2,
-        bf16=True,
-        probe_examples=4000,
-        probe_threshold=0.9,
-    ),
-    # For a GPU: L = 2..5 with k up to one past each upper bound (2, 5, 14 and 41 steps), 3 seeds,
-    # 4 off-path pairs per example (fewer slot layouts to memorise than with the CPU's 2; see the
-    # README for what the favourable order let a 2-layer model do with 2). Not run here.
-    "paper": Preset(
-        layers=(2, 3, 4, 5),
-        k_max=41,
-        k_past=1,
-        orders=("random", "favourable"),
-        seeds=(0, 1, 2),
-        margin=4,
-        n_tokens=250,
-        d_model=256,
-        d_head=64,
-        n_heads=4,
-        d_mlp=1024,
-        norm="pre",
-        gamma=0.5,
-        init="normal",
-        batch_size=512,
-        steps=20_000,
-        lr=1e-3,
-        warmup_steps=500,
-        schedule="cosine",
-        min_lr=1e-4,
-        eval_every=250,
-        n_eval=4000,
-        solved_patience=4,
-        bf16=True,
-        probe_examples=20_000,
-        probe_threshold=0.9,
-    ),
-    # A smoke run in seconds (used by the test suite).
-    "quick": Preset(
-        layers=(2, 3),
-        k_max=3,
-        k_past=1,
-        orders=("random", "favourable"),
-        seeds=(0,),
-        margin=1,
-        n_tokens=50,
-        d_model=16,
-        d_head=8,
-        n_heads=2,
-        d_mlp=32,
-        norm="pre",
-        gamma=0.5,
-        init="normal",
-        batch_size=32,
-        steps=8,
-        lr=3e-3,
-        warmup_steps=2,
-        schedule="constant",
-        min_lr=3e-3,
-        eval_every=4,
-        n_eval=64,
-        solved_patience=None,
-        bf16=False,
-        probe_examples=200,
-        probe_threshold=0.0,  # so the analysis step runs on whatever the smoke models learned
-    ),
-}
-
-
-def k_range(n_layers: int, k_max: int, k_past: int) -> list[int]:
-    """k = 1 .. min(upper parallel bound + k_past, k_max)."""
-    return list(range(1, min(parallel_bounds(n_layers)[1] + k_past, k_max) + 1))
-
-
-def task_seq_len(k: int, margin: int) -> int:
-    return 2 * (k + margin) + 1
-
-
-def resolve_preset(args: argparse.Namespace) -> Preset:
-    preset = PRESETS["quick" if args.quick else args.preset]
+def resolve_preset(args: argparse.Namespace) -> DepthVsStepsPreset:
+    preset = DEPTH_VS_STEPS_PRESETS["quick" if args.quick else args.preset]
     overrides = {
         k: v
         for k, v in dict(
@@ -258,7 +125,7 @@ def resolve_preset(args: argparse.Namespace) -> Preset:
     return replace(preset, **overrides)
 
 
-def build_runs(pr: Preset, args: argparse.Namespace) -> list[MatchingRun]:
+def build_runs(pr: DepthVsStepsPreset, args: argparse.Namespace) -> list[MatchingRun]:
     runs = []
     for n_layers in pr.layers:
         for k in k_range(n_layers, pr.k_max, pr.k_past):
@@ -290,7 +157,7 @@ def build_runs(pr: Preset, args: argparse.Namespace) -> list[MatchingRun]:
 
 
 @torch.no_grad()
-def add_cross_order_accuracy(results: pd.DataFrame, pr: Preset, out: Path) -> pd.DataFrame:
+def add_cross_order_accuracy(results: pd.DataFrame, pr: DepthVsStepsPreset, out: Path) -> pd.DataFrame:
     """Each model's accuracy on the *other* order (favourable models on random order and vice
     versa), on fresh in-distribution examples, and ``order_only_share``: the fraction of random-order
     examples whose hop pairs happen to sit in reverse hop order (1 / k!). A favourable-order model
@@ -320,7 +187,7 @@ def pick_beyond_serial(results: pd.DataFrame, threshold: float) -> pd.Series | N
     return beyond.sort_values(["excess", "accuracy", "n_layers"], ascending=[False, False, True]).iloc[0]
 
 
-def analyse_run(row: pd.Series, pr: Preset, out: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+def analyse_run(row: pd.Series, pr: DepthVsStepsPreset, out: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Probes for every hop target at the query, per residual site, and attention matching scores,
     on fresh examples of the run's own task."""
     model = Transformer.load(out / row.checkpoint)

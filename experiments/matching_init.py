@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from reasonlens import cli
@@ -87,107 +87,18 @@ from reasonlens.plots.report import report_files, write_report  # noqa: E402
 from reasonlens.plots.training import accuracy_vs_setting, learning_curves  # noqa: E402
 from reasonlens.training.grid import backend_from_args  # noqa: E402
 from reasonlens.training.matching_runs import (  # noqa: E402
-    GridPreset,
     MatchingRun,
     grid_train_config,
+    lr_std_note,
     resolve_precision,
     run_grid,
     seed_summary,
 )
-
-
-@dataclass(frozen=True)
-class Preset(GridPreset):
-    """Model size, budget (:class:`GridPreset`) and grid of one preset (see PRESETS for the numbers
-    and why)."""
-
-    gammas: tuple[float, ...]
-    norms: tuple[str, ...]
-
-
-PRESETS = {
-    # CPU defaults, chosen by measurement on a 2-core machine (README, "How the CPU defaults were
-    # chosen"): the widest model whose grid fits a session; the lr and constant schedule under which
-    # gamma=0.5 post-LN left its plateau fastest of those tried; 4000 steps, past the 2800-3900 at
-    # which four seeds of that setting reached 99% test accuracy. A run stops early once test
-    # accuracy has stayed >= 99% for 3 evaluations (300 steps). Large (0.5) vs small (1.0) init x
-    # {pre, post} x three seeds: 12 runs. At lr 1e-3 the ratio lr/init std is 0.011 at gamma 0.5
-    # (inside the teaching run's 0.006-0.023) and 0.13 at gamma 1 (outside it): see lr_std_note.
-    "cpu": Preset(
-        d_model=128,
-        d_head=128,
-        d_mlp=512,
-        n_layers=3,
-        batch_size=256,
-        steps=4000,
-        lr=1e-3,
-        warmup_steps=200,
-        warmup_start_lr=0.0,
-        min_lr=1e-3,
-        schedule="constant",
-        eval_every=100,
-        n_eval=2000,
-        n_train=None,
-        init="normal",
-        gammas=(0.5, 1.0),
-        norms=("pre", "post"),
-        seeds=(0, 1, 2),
-        solved_patience=3,
-        bf16=True,
-    ),
-    # The authors' teaching configuration (papers.md): 3 layers, 1 head, d_model 400, d_head 64,
-    # d_mlp 1200, uniform init +-(6/d_in)^gamma, batch 1000, AdamW wd 0.01, lr 5e-5 warmed to 2e-4
-    # over 10 epochs then cosine to 2e-5, 270k training sequences, 100 epochs, clip 1, seed 1.
-    "paper": Preset(
-        d_model=400,
-        d_head=64,
-        d_mlp=1200,
-        n_layers=3,
-        batch_size=1000,
-        steps=27_000,
-        lr=2e-4,
-        warmup_steps=2_700,
-        warmup_start_lr=5e-5,
-        min_lr=2e-5,
-        schedule="cosine",
-        eval_every=270,
-        n_eval=15_000,
-        n_train=270_000,
-        init="uniform",
-        gammas=(0.5, 1.0),
-        norms=("pre", "post"),
-        seeds=(1,),
-        solved_patience=None,
-        bf16=False,
-    ),
-    # A smoke run in seconds (used by the test suite).
-    "quick": Preset(
-        d_model=32,
-        d_head=16,
-        d_mlp=64,
-        n_layers=3,
-        batch_size=64,
-        steps=30,
-        lr=3e-3,
-        warmup_steps=5,
-        warmup_start_lr=0.0,
-        min_lr=3e-4,
-        schedule="cosine",
-        eval_every=10,
-        n_eval=200,
-        n_train=None,
-        init="normal",
-        gammas=(0.5, 1.0),
-        norms=("pre", "post"),
-        seeds=(0,),
-        solved_patience=None,
-        bf16=False,
-    ),
-}
+from reasonlens.training.presets import MATCHING_INIT_PRESETS  # noqa: E402
 
 
 def build_runs(args: argparse.Namespace) -> list[MatchingRun]:
-    preset = PRESETS["quick" if args.quick else args.preset]
+    preset = MATCHING_INIT_PRESETS["quick" if args.quick else args.preset]
     overrides = {
         k: v
         for k, v in dict(
@@ -252,22 +163,6 @@ def build_runs(args: argparse.Namespace) -> list[MatchingRun]:
                     )
                 )
     return runs
-
-
-TEACHING_LR_STD = (0.006, 0.023)  # the teaching run: lr 5e-5 to 2e-4 at init std 0.0087 (issue 11)
-
-
-def lr_std_note(runs: list[MatchingRun]) -> str:
-    """lr / init std of each gamma in ``runs`` (std of the d_model-fan-in matrices), against the
-    teaching run's range: with Adam a step moves a weight by about lr, so this ratio, not gamma
-    alone, says whether a grid tests small init in the paper's regime."""
-    seen: dict[float, float] = {}
-    for run in runs:
-        seen.setdefault(run.model.gamma, run.train.lr / init_std(run.model, run.model.d_model))
-    lo, hi = TEACHING_LR_STD
-    where = lambda r: "inside" if lo <= r <= hi else "outside"  # noqa: E731
-    parts = [f"gamma {g:g}: {r:.3g} ({where(r)})" for g, r in sorted(seen.items())]
-    return f"lr / init std: {', '.join(parts)}; the teaching run's range: {lo}-{hi}"
 
 
 def summarize(results: pd.DataFrame, table: pd.DataFrame) -> str:

@@ -9,7 +9,7 @@ where the plain model learns slowly or not at all, and compares the variants non
 strengths a) / learned (a trainable per layer, head and matrix, starting at a) / identity (Z = I)
 over seeds: final train/test/OOD accuracy and the step at which test accuracy first reached 99%.
 
-    python experiments/matching_noise.py                # CPU defaults (see --help and PRESETS)
+    python experiments/matching_noise.py                # CPU defaults (see --help and training/presets.py)
     python experiments/matching_noise.py --quick        # seconds: a smoke run
     python experiments/matching_noise.py --preset paper --device cuda
     python experiments/matching_noise.py --settings-from figures/matching_init   # slow cells there
@@ -27,7 +27,7 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from reasonlens import cli
@@ -159,117 +159,16 @@ from reasonlens.plots.report import report_files, write_report  # noqa: E402
 from reasonlens.plots.training import learning_curves  # noqa: E402
 from reasonlens.training.grid import backend_from_args  # noqa: E402
 from reasonlens.training.matching_runs import (  # noqa: E402
-    GridPreset,
     MatchingRun,
     grid_train_config,
     resolve_precision,
     run_grid,
 )
-
-
-@dataclass(frozen=True)
-class Preset(GridPreset):
-    """Model size, budget (:class:`GridPreset`) and grid of one preset (see PRESETS for the numbers
-    and why)."""
-
-    settings: tuple[Setting, ...]
-    variants: tuple[Variant, ...]
-
-
-PRESETS = {
-    # CPU defaults, measured on the shared 2-core machine (README "Results: orthogonal noise"):
-    # post-LN at gamma 1 (normal init, std d_in^-1), the paper's small-init setting, where the plain
-    # model did not leave its plateau in 8000 steps at d_model 128 (main job) nor in 2000 steps at
-    # d_model 64 here. d_model 64 (~55 ms a step) so that 6 variants x 2 seeds x 1500 steps fit in
-    # about 20 minutes; constant lr after warm-up; a run stops once test accuracy has stayed >= 99%
-    # for 3 evaluations. More settings: --settings post:1 pre:1 or --settings-from.
-    "cpu": Preset(
-        d_model=64,
-        d_head=64,
-        d_mlp=256,
-        n_layers=3,
-        batch_size=256,
-        steps=1500,
-        lr=1e-3,
-        warmup_steps=200,
-        warmup_start_lr=0.0,
-        min_lr=1e-3,
-        schedule="constant",
-        eval_every=100,
-        n_eval=1000,
-        n_train=None,
-        init="normal",
-        settings=(("post", 1.0),),
-        variants=(
-            ("none", 0.0),
-            ("fixed", 0.3),
-            ("fixed", 1.0),
-            ("fixed", 3.0),
-            ("learned", 1.0),
-            ("identity", 1.0),
-        ),  # fmt: skip
-        seeds=(0, 1),
-        solved_patience=3,
-        bf16=True,
-    ),
-    # The authors' teaching configuration (as in matching_init --preset paper), for a GPU.
-    "paper": Preset(
-        d_model=400,
-        d_head=64,
-        d_mlp=1200,
-        n_layers=3,
-        batch_size=1000,
-        steps=27_000,
-        lr=2e-4,
-        warmup_steps=2_700,
-        warmup_start_lr=5e-5,
-        min_lr=2e-5,
-        schedule="cosine",
-        eval_every=270,
-        n_eval=15_000,
-        n_train=270_000,
-        init="uniform",
-        settings=(("post", 1.0), ("pre", 1.0), ("pre", 0.5)),
-        variants=(
-            ("none", 0.0),
-            ("fixed", 0.1),
-            ("fixed", 0.3),
-            ("fixed", 1.0),
-            ("learned", 0.3),
-            ("identity", 0.3),
-        ),  # fmt: skip
-        seeds=(1, 2, 3),
-        solved_patience=None,
-        bf16=False,
-    ),
-    # A smoke run in seconds (used by the test suite).
-    "quick": Preset(
-        d_model=16,
-        d_head=8,
-        d_mlp=32,
-        n_layers=3,
-        batch_size=32,
-        steps=12,
-        lr=3e-3,
-        warmup_steps=2,
-        warmup_start_lr=0.0,
-        min_lr=3e-3,
-        schedule="constant",
-        eval_every=6,
-        n_eval=64,
-        n_train=None,
-        init="normal",
-        settings=(("post", 1.0),),
-        variants=(("none", 0.0), ("fixed", 1.0), ("learned", 1.0), ("identity", 1.0)),
-        seeds=(0,),
-        solved_patience=None,
-        bf16=False,
-    ),
-}
+from reasonlens.training.presets import MATCHING_NOISE_PRESETS  # noqa: E402
 
 
 def build_runs(args: argparse.Namespace) -> list[MatchingRun]:
-    preset = PRESETS["quick" if args.quick else args.preset]
+    preset = MATCHING_NOISE_PRESETS["quick" if args.quick else args.preset]
     overrides = {
         k: v
         for k, v in dict(

@@ -24,7 +24,7 @@ import torch
 from reasonlens.analysis.ood import embedding_norm_monitor
 from reasonlens.cli import ReportedError
 from reasonlens.io import write_csv, write_json
-from reasonlens.models import ModelConfig, Transformer
+from reasonlens.models import ModelConfig, Transformer, init_std
 from reasonlens.tasks import matching
 from reasonlens.training.grid import Backend, run_tasks
 from reasonlens.training.precision import PrecisionChoice, Timer, choose_precision, seconds_per_step
@@ -109,32 +109,6 @@ class MatchingRun:
         return json.loads(json.dumps(d, sort_keys=True, default=str))
 
 
-@dataclass(frozen=True)
-class GridPreset:
-    """Model size and budget shared by the presets of the matching-grid experiments
-    (``experiments/matching_init.py``, ``experiments/matching_noise.py``); each experiment's preset
-    subclasses it and adds the axes of its grid. ``n_train=None`` draws fresh examples every step."""
-
-    d_model: int
-    d_head: int
-    d_mlp: int
-    n_layers: int
-    batch_size: int
-    steps: int
-    lr: float
-    warmup_steps: int
-    warmup_start_lr: float
-    min_lr: float
-    schedule: str
-    eval_every: int
-    n_eval: int
-    n_train: int | None
-    init: str
-    seeds: tuple[int, ...]
-    solved_patience: int | None
-    bf16: bool
-
-
 def grid_train_config(preset: Any, *, seed: int, device: str, progress: bool, desc: str) -> TrainConfig:
     """The :class:`TrainConfig` of one grid run, built from an experiment's preset.
 
@@ -165,6 +139,22 @@ def grid_train_config(preset: Any, *, seed: int, device: str, progress: bool, de
         desc=desc,
         checkpoint_every=max(1, int(every)),
     )
+
+
+TEACHING_LR_STD = (0.006, 0.023)  # the teaching run: lr 5e-5 to 2e-4 at init std 0.0087 (issue 11)
+
+
+def lr_std_note(runs: Sequence[MatchingRun]) -> str:
+    """lr / init std of each gamma in ``runs`` (std of the d_model-fan-in matrices), against the
+    teaching run's range: with Adam a step moves a weight by about lr, so this ratio, not gamma
+    alone, says whether a grid tests small init in the paper's regime."""
+    seen: dict[float, float] = {}
+    for run in runs:
+        seen.setdefault(run.model.gamma, run.train.lr / init_std(run.model, run.model.d_model))
+    lo, hi = TEACHING_LR_STD
+    where = lambda r: "inside" if lo <= r <= hi else "outside"  # noqa: E731
+    parts = [f"gamma {g:g}: {r:.3g} ({where(r)})" for g, r in sorted(seen.items())]
+    return f"lr / init std: {', '.join(parts)}; the teaching run's range: {lo}-{hi}"
 
 
 def stored_precision(runs: Sequence[MatchingRun], runs_dir: str | Path) -> str | None:
