@@ -87,9 +87,11 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from reasonlens.analysis import attention_matching_scores  # noqa: E402
+from reasonlens.checkpoints import stored_sha256  # noqa: E402
 from reasonlens.io import write_csv, write_json  # noqa: E402
 from reasonlens.models import ModelConfig, Transformer  # noqa: E402
 from reasonlens.plots import attention_figure, probe_figure, save_figure  # noqa: E402
+from reasonlens.plots.common import model_identity, with_run_identity  # noqa: E402
 from reasonlens.plots.interventions import depth_heatmap, parallel_bounds, serial_bound  # noqa: E402
 from reasonlens.plots.report import report_files, write_report  # noqa: E402
 from reasonlens.probes import probe_sweep  # noqa: E402
@@ -269,8 +271,14 @@ def main(argv: list[str] | None = None) -> int:
         written.append(
             write_json({"beyond_serial": summary, "threshold": pr.probe_threshold}, out / "analysis.json")
         )
-        written += save_figure(probe_figure(probes, facet=None), out, "probes", static=static)
-        written += save_figure(attention_figure(attention), out, "attention", static=static)
+        path = out / best.checkpoint
+        identity = [
+            f"{best.run}: " + model_identity(Transformer.read_config(path), path, stored_sha256(path))
+        ]
+        probe_fig = with_run_identity(probe_figure(probes, facet=None), identity)
+        written += save_figure(probe_fig, out, "probes", static=static)
+        written += save_figure(with_run_identity(attention_figure(attention), identity), out, "attention",
+                               static=static)  # fmt: skip
         where = f"L={best.n_layers}, k={best.k}, accuracy {best.accuracy:.3f}"
         print(f"\nbeyond the serial bound: {best.run} ({where})")
         print("first residual site where hop j is linearly readable at the query (probe >= 0.9):")

@@ -548,6 +548,15 @@ class Transformer(HookedRootModule):
         return model.to(device) if device is not None else model
 
     @staticmethod
+    def read_config(path: str | os.PathLike) -> ModelConfig:
+        """The :class:`ModelConfig` stored by :meth:`save`, without loading the weights."""
+        header = read_header(path)
+        try:
+            return ModelConfig.from_json(header["config"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(path, f"config unreadable ({type(err).__name__}: {err})") from err
+
+    @staticmethod
     def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         """The ``metadata`` dict stored by :meth:`save`, without loading the weights."""
         header = read_header(path)

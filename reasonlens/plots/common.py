@@ -61,15 +61,28 @@ def wrap_title(text: str, width_px: int, font_px: int = TITLE_FONT_PX, margin_px
         size = font_px * SUP_SCALE if small else font_px
         max_chars = max(10, int((width_px - margin_px) / (CHAR_PX * size)))
         pieces, line = [], ""
-        for word in part.split(" "):
-            if line and _visible_len(line) + 1 + _visible_len(word) > max_chars:
+        for word, sep in _words(part, max_chars):
+            if line and _visible_len(line) + len(sep) + _visible_len(word) > max_chars:
                 pieces.append(line)
                 line = word
             else:
-                line = f"{line} {word}" if line else word
+                line = f"{line}{sep}{word}" if line else word
         pieces.append(line)
         lines += [f"{IDENTITY_OPEN}{p}{IDENTITY_CLOSE}" for p in pieces] if small else pieces
     return "<br>".join(lines)
+
+
+def _words(text: str, max_chars: int) -> list[tuple[str, str]]:
+    """``text``'s words with the separator before each (" "); a word longer than a line (a file
+    path) is cut after its slashes into pieces joined by "" so that it can wrap too."""
+    out = []
+    for word in text.split(" "):
+        if _visible_len(word) <= max_chars or "/" not in word:
+            out.append((word, " "))
+            continue
+        parts = [p + "/" for p in word.split("/")[:-1]] + [word.split("/")[-1]]
+        out += [(p, " " if i == 0 else "") for i, p in enumerate(parts) if p]
+    return out
 
 
 def _visible_len(text: str) -> int:

@@ -269,3 +269,12 @@ def check_report(out_dir: str | os.PathLike, figures=(), csvs=(), browser: bool 
         else:
             check_in_browser(page, n_figures=len(names))
     return names
+
+
+def flat_title(page: Path) -> str:
+    """A figure page's title without tags, line breaks or spaces: what to search for a file path
+    that the title may have wrapped at a slash (compare with ``"".join(expected.split())``)."""
+    from reasonlens.plots.save import read_figure_json
+
+    title = read_figure_json(page)["layout"]["title"]["text"]
+    return "".join(re.sub(r"<[^>]*>", " ", title).split())

@@ -31,6 +31,11 @@ def test_quick_mode_end_to_end(tmp_path, no_static_export, capsys):
     assert set(probes.target) == {f"hop{j}" for j in range(analysis["k"] + 1)}
     assert set(probes.position) == {2 * (analysis["k"] + 1)}  # the query, with margin 1
     assert (out / "probes.html").exists() and (out / "attention.csv").exists()
+    from tests.experiments.report_check import flat_title
+
+    for fig_name in ("probes", "attention"):  # the analysed run is named in the figure
+        title = flat_title(out / f"{fig_name}.html")
+        assert f"{analysis['run']}:{out}" in title and "(sha256" in title, title
     printed = capsys.readouterr().out
     assert "trained on order = favourable (accuracy" in printed and "(acc_other_order" in printed
     assert results.acc_other_order.between(0, 1).all()

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from reasonlens.models import ModelConfig, Transformer
-from tests.experiments.report_check import check_report
+from tests.experiments.report_check import check_report, flat_title
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -158,16 +158,15 @@ def test_stdout_gets_a_short_summary_not_the_json(experiment):
 
 def test_figures_name_the_checkpoints_they_analysed(quick_run):
     from reasonlens.checkpoints import stored_sha256
-    from reasonlens.plots.save import read_figure_json
 
     out, _ = quick_run
     models = pd.read_csv(out / "models.csv").set_index("model")
     for fig_name, expected in [("probes", ["small_init", "large_init"]), ("information_flow", ["small_init"]),
                                ("information_flow_large_init", ["large_init"])]:  # fmt: skip
-        title = read_figure_json(out / f"{fig_name}.html")["layout"]["title"]["text"]
+        title = flat_title(out / f"{fig_name}.html")
         for name in models.index:
             path = models.loc[name, "checkpoint"]
-            named = f"{name}: {path}" in title.replace("</sup><br><sup>", " ")
+            named = f"{name}:{path}" in title
             assert named == (name in expected), (fig_name, name, title)
             if named:
-                assert f"sha256 {stored_sha256(path)[:8]}" in title
+                assert f"sha256{stored_sha256(path)[:8]}" in title

@@ -5,9 +5,8 @@ import pytest
 
 from reasonlens import cli
 from reasonlens.checkpoints import stored_sha256
-from reasonlens.plots.save import read_figure_json
 from tests.conftest import load_experiment
-from tests.experiments.report_check import check_report
+from tests.experiments.report_check import check_report, flat_title
 
 
 @pytest.mark.parametrize("task", ["addition", "polynomial"])
@@ -36,10 +35,8 @@ def test_quick_run_writes_results_figure_and_probes(task, tmp_path, capsys, no_s
     assert probes.score.between(0, 1).all()
     probed = out / "runs" / "direct-seed0" / "model.safetensors"
     assert probed.exists()
-    title = read_figure_json(out / f"{kind}_probes.html")["layout"]["title"]["text"].replace(
-        "</sup><br><sup>", " "
-    )
-    assert f"{probed} (sha256 {stored_sha256(probed)[:8]}): 2L d32" in title  # the probed model, named
+    title = flat_title(out / f"{kind}_probes.html")
+    assert f"{probed}(sha256{stored_sha256(probed)[:8]}):2Ld32" in title  # the probed model, named
     check_report(out, ["accuracy", f"{kind}_probes"], ["results.csv", f"{kind}_probes.csv"])
 
 
