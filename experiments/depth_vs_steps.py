@@ -87,11 +87,10 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from reasonlens.analysis import attention_matching_scores  # noqa: E402
-from reasonlens.checkpoints import stored_sha256  # noqa: E402
 from reasonlens.io import write_csv, write_json  # noqa: E402
 from reasonlens.models import ModelConfig, Transformer  # noqa: E402
 from reasonlens.plots import attention_figure, probe_figure, save_figure  # noqa: E402
-from reasonlens.plots.common import model_identity, with_run_identity  # noqa: E402
+from reasonlens.plots.common import checkpoint_identity, with_run_identity  # noqa: E402
 from reasonlens.plots.interventions import depth_heatmap, parallel_bounds, serial_bound  # noqa: E402
 from reasonlens.plots.report import report_files, write_report  # noqa: E402
 from reasonlens.probes import probe_sweep  # noqa: E402
@@ -272,9 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             write_json({"beyond_serial": summary, "threshold": pr.probe_threshold}, out / "analysis.json")
         )
         path = out / best.checkpoint
-        identity = [
-            f"{best.run}: " + model_identity(Transformer.read_config(path), path, stored_sha256(path))
-        ]
+        identity = [f"{best.run}: " + checkpoint_identity(path)]
         probe_fig = with_run_identity(probe_figure(probes, facet=None), identity)
         written += save_figure(probe_fig, out, "probes", static=static)
         written += save_figure(with_run_identity(attention_figure(attention), identity), out, "attention",

@@ -85,7 +85,6 @@ if __name__ == "__main__":
 import pandas as pd  # noqa: E402
 
 from reasonlens.analysis.mechanism import MechanismConfig, analyse_matching_model, layout_labels, summarize  # noqa: E402
-from reasonlens.checkpoints import stored_sha256  # noqa: E402
 from reasonlens.io import write_csv, write_json  # noqa: E402
 from reasonlens.models import ModelConfig, Transformer  # noqa: E402
 from reasonlens.plots import (  # noqa: E402
@@ -99,7 +98,7 @@ from reasonlens.plots import (  # noqa: E402
     probe_figure,
     save_figure,
 )
-from reasonlens.plots.common import model_identity, with_run_identity  # noqa: E402
+from reasonlens.plots.common import checkpoint_identity, with_run_identity  # noqa: E402
 from reasonlens.plots.knockout import knockout_figure  # noqa: E402
 from reasonlens.plots.lens import logit_lens_figure  # noqa: E402
 from reasonlens.plots.report import report_files, write_report  # noqa: E402
@@ -234,21 +233,20 @@ def main(argv: list[str] | None = None) -> dict:
         "knockout": knockout_figure(merged["knockout"]),
         "attribution": attribution_figure(attribution, position_labels=labels, facet="panel"),
     }
+    owners = {}  # figure name -> the one model it shows
     for name in models:
         edges = merged["information_flow"][merged["information_flow"].model == name]
         tokens = edges.tokens.iloc[0].split()
         suffix = "" if name == main_model else f"_{name}"
+        owners[f"information_flow{suffix}"] = name
         figures[f"information_flow{suffix}"] = information_flow_figure(
             edges, tokens=tokens, title=f"Information flow, {name}: {' '.join(tokens)}"
         )
-    identity = {name: f"{name}: " + model_identity(models[name].cfg, path, stored_sha256(path))
-                for name, (path, _) in chosen.items()}  # fmt: skip
+    identity = {name: f"{name}: " + checkpoint_identity(path) for name, (path, _) in chosen.items()}
     written = sorted(out.glob("*.csv")) + [out / "summary.json"]
     for fig_name, fig in figures.items():
-        one = next((n for n in models if fig_name == f"information_flow_{n}"), None)
-        if fig_name == "information_flow":
-            one = main_model
-        with_run_identity(fig, [identity[one]] if one is not None else identity.values())
+        owner = owners.get(fig_name)  # a one-model figure names its model; the others name all
+        with_run_identity(fig, [identity[owner]] if owner is not None else identity.values())
         written += save_figure(fig, out, fig_name, static=static)
     written.append(write_report(
         out, title="How trained matching models solve the task", question=__doc__.split("\n\n")[0],

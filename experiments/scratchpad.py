@@ -73,10 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     from reasonlens import scratchpad as S
-    from reasonlens.checkpoints import stored_sha256
     from reasonlens.io import write_csv, write_json
     from reasonlens.plots import save_figure
-    from reasonlens.plots.common import model_identity, with_run_identity
+    from reasonlens.plots.common import checkpoint_identity, with_run_identity
     from reasonlens.plots.report import report_files, write_report
     from reasonlens.plots.scratchpad import intermediate_probe_figure, length_accuracy_figure
     from reasonlens.tasks import scratch as sp
@@ -129,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     ptitle = (f"Direct {args.task} model, seed {args.seeds[0]}: linear probes for each {kind} "
               f"(length {setup.probed_size}; test accuracy, colour floor at chance)")  # fmt: skip
     probed = out / "runs" / f"direct-seed{args.seeds[0]}" / MODEL_FILE
-    identity = model_identity(setup.model_config(args.seeds[0]), probed, stored_sha256(probed), setup.steps)
+    identity = checkpoint_identity(probed, setup.steps)
     probe_fig = with_run_identity(intermediate_probe_figure(first, ptitle), [identity])
     save_figure(probe_fig, out, f"{kind}_probes", static=static)
 

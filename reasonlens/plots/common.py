@@ -12,8 +12,8 @@ from plotly.subplots import make_subplots
 from reasonlens.probes.collect import hook_label, ordered_hooks
 
 __all__ = [
-    "MAX_WIDTH", "facet_grid", "facet_values", "fit_layout", "hook_labels", "ordered_hooks", "select",
-    "model_identity", "value_label", "with_run_identity", "wrap_title",
+    "MAX_WIDTH", "checkpoint_identity", "facet_grid", "facet_values", "fit_layout", "hook_labels",
+    "model_identity", "ordered_hooks", "select", "value_label", "with_run_identity", "wrap_title",
 ]  # fmt: skip
 
 MAX_WIDTH = 1200  # px: figures wider than this overflow a laptop window
@@ -175,6 +175,15 @@ def model_identity(cfg, path: object = None, sha256: str | None = None, steps: i
     if steps is not None:
         text += f", {steps} steps"
     return text
+
+
+def checkpoint_identity(path, steps: int | None = None) -> str:  # noqa: ANN001 - str or PathLike
+    """:func:`model_identity` of a model file written by ``Transformer.save``: its config and
+    tensor hash read from the file's header (the weights are not loaded)."""
+    from reasonlens.checkpoints import stored_sha256
+    from reasonlens.models import Transformer
+
+    return model_identity(Transformer.read_config(path), path, stored_sha256(path), steps)
 
 
 def with_run_identity(fig, lines: Iterable[str]):  # noqa: ANN001, ANN201 - plotly Figure
