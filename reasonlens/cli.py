@@ -172,12 +172,14 @@ def existing_file(text: str) -> Path:
 
 def add_backend_options(p: argparse.ArgumentParser) -> None:
     """``--workers N`` and ``--ray [ADDRESS]`` on a grid script's argparse parser."""
+    from reasonlens.training.grid import usable_cores
+
     p.add_argument(
         "--workers",
         type=int,
         default=None,
-        help=f"local worker processes, each run on cores/N threads (default: the {os.cpu_count() or 1} "
-        "cores; 1: serial)",
+        help="local worker processes, each run on cores/N threads (default: one per usable core, "
+        f"{usable_cores()} here; 1: serial)",
     )
     p.add_argument(
         "--ray",

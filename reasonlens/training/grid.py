@@ -50,7 +50,7 @@ class Backend:
             return self.threads
         if self.ray is not None:
             return 1
-        return max(1, (os.cpu_count() or 1) // self.workers)
+        return max(1, usable_cores() // self.workers)
 
     def describe(self) -> str:
         if self.ray is not None:
@@ -58,8 +58,17 @@ class Backend:
         return "serial" if self.workers == 1 else f"{self.workers} local workers"
 
 
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity where the platform reports one (so
+    ``taskset -c 1 python ...`` means one core, not the machine's count), else ``os.cpu_count()``."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def default_workers() -> int:
-    return os.cpu_count() or 1
+    return usable_cores()
 
 
 def _call(fn: Callable[[Any], Any], item: Any, threads: int) -> Any:

@@ -12,7 +12,7 @@ import pytest
 from safetensors.torch import load_file
 
 import reasonlens.training.matching_runs as mr
-from reasonlens.training.grid import Backend, run_tasks
+from reasonlens.training.grid import Backend, default_workers, run_tasks
 from reasonlens.training.matching_runs import MatchingRun, grid_train_config, run_grid
 from tests.conftest import tiny_config
 
@@ -100,6 +100,17 @@ def test_bad_backend_settings_name_the_value():
         Backend(workers=0)
     with pytest.raises(ValueError, match="gpu_fraction must be in"):
         Backend(ray="", gpu_fraction=1.5)
+
+
+def test_workers_and_threads_follow_the_cpu_affinity_not_the_machine(monkeypatch):
+    # taskset -c 1 (or a cgroup cpuset) leaves one core: one worker of one thread, not os.cpu_count()
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {1}, raising=False)
+    assert default_workers() == 1
+    assert Backend(workers=1).run_threads() == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert default_workers() == 4
+    assert Backend(workers=2).run_threads() == 2
 
 
 KILLED_GRID = """
