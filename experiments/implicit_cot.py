@@ -52,6 +52,13 @@ from reasonlens.names import ICOT_RESULT_METHODS, add_stage_steps_option, parse_
 DEFAULT_OUT = Path("figures/implicit_cot")
 
 
+def _kd_shape(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected LAYERSxWIDTH such as 12x64; got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="implicit_cot.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -90,6 +97,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--aux-weight", type=cli.nonneg_float, default=None,
         help="weight of the running-sum loss of aux_running_sum (default: the preset's, 30)",
+    )  # fmt: skip
+    p.add_argument(
+        "--kd-shape", type=_kd_shape, default=None, metavar="LAYERSxWIDTH",
+        help="shape of the distillation chain (teacher, student, emulator), e.g. 12x64: 12 blocks of "
+        "d_model 64, so the teacher's diagonal states cover more of the CoT (default: the preset's)",
     )  # fmt: skip
     add_stage_steps_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -186,6 +198,8 @@ def build_setup(args: argparse.Namespace) -> ICoTSetup:
     setup = setup.with_steps(parse_stage_steps(args.stage_steps))
     if args.aux_weight is not None:
         setup = dataclasses.replace(setup, aux_weight=args.aux_weight)
+    if args.kd_shape is not None:
+        setup = setup.with_kd_shape(*args.kd_shape)
     return setup.with_device(args.device).with_progress(not args.no_progress)
 
 

@@ -270,6 +270,27 @@ class ICoTSetup:
         return dataclasses.replace(self, training=training)
 
 
+    def with_kd_shape(self, n_layers: int, d_model: int) -> ICoTSetup:
+        """A copy whose distillation chain (teacher, mind-reading student, emulator) has ``n_layers``
+        blocks of width ``d_model`` (d_mlp 4 x d_model; the preset's head count where it divides
+        d_model, else heads of width 32). One teacher state per block, so a deeper teacher's
+        diagonal covers more of the chain of thought (issue 10, part 4). Other models keep theirs."""
+        for name, v in (("n_layers", n_layers), ("d_model", d_model)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"with_kd_shape: {name} must be a positive integer; got {v!r}")
+        teacher = self.models["teacher"]
+        heads = teacher.n_heads if d_model % teacher.n_heads == 0 else max(1, d_model // 32)
+        if d_model % heads:
+            raise ValueError(f"with_kd_shape: d_model={d_model} has no head count that divides it")
+        shape = dict(n_layers=n_layers, d_model=d_model, n_heads=heads, d_mlp=4 * d_model)
+        models = dict(self.models)
+        for name in ("teacher", "student", "emulator"):
+            models[name] = models[name].replace(**shape)
+        if self.si_init == "teacher":  # stepwise internalization from the teacher keeps its shape
+            models["internalize"] = models["internalize"].replace(**shape)
+        return dataclasses.replace(self, models=models)
+
+
 def _digest(spec: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
 
