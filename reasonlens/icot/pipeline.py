@@ -269,7 +269,6 @@ class ICoTSetup:
         training = {k: dataclasses.replace(v, steps=steps.get(k, v.steps)) for k, v in self.training.items()}
         return dataclasses.replace(self, training=training)
 
-
     def with_kd_shape(self, n_layers: int, d_model: int) -> ICoTSetup:
         """A copy whose distillation chain (teacher, mind-reading student, emulator) has ``n_layers``
         blocks of width ``d_model`` (d_mlp 4 x d_model; the preset's head count where it divides

@@ -128,6 +128,7 @@ def test_methods_flag_trains_only_what_the_chosen_methods_need(tmp_path):
         ("implicit_cot", ["--stage-steps", "student=0"], "'student=0': steps must be >= 1"),
         ("implicit_cot", ["--methods", "telepathy"], "--methods: unknown method(s) ['telepathy']"),
         ("implicit_cot", ["--workers", "0"], "--workers must be >= 1; got 0"),
+        ("implicit_cot", ["--kd-shape", "12"], "expected LAYERSxWIDTH such as 12x64; got '12'"),
         ("probe_emulated_states", ["--stage-steps", "pupil=3"], "expected STAGE=N"),
     ],
 )

@@ -288,6 +288,27 @@ def test_with_steps_changes_only_the_named_stages_and_their_readers():
         setup.with_steps({"teacher": 0})
 
 
+def test_with_kd_shape_reshapes_the_distillation_chain_only(tmp_path):
+    setup = preset("cpu", (3, 3))
+    deep = setup.with_kd_shape(12, 64)
+    for name in ("teacher", "student", "emulator"):
+        m = deep.models[name]
+        assert (m.n_layers, m.d_model, m.n_heads, m.d_mlp) == (12, 64, 4, 256)
+    for name in ("nocot", "internalize", "aux"):
+        assert deep.models[name] == setup.models[name]
+    changed = {s for s, k in deep.stage_keys().items() if setup.stage_keys()[s] != k}
+    assert changed == {"teacher", "student", "emulator", "coupled"}
+    assert setup.with_kd_shape(3, 48).models["teacher"].n_heads == 4  # 48 / 4 = 12 per head
+    assert setup.with_kd_shape(3, 30).models["teacher"].n_heads == 1  # 4 does not divide 30: heads of ~32
+    with pytest.raises(ValueError, match="n_layers must be a positive integer; got 0"):
+        setup.with_kd_shape(0, 64)
+    # the deep chain trains end to end (tiny widths, a few steps): one teacher state per block
+    quick = preset("cpu", (2, 2), quick=True).with_progress(False).with_device("cpu").with_kd_shape(5, 16)
+    run = run_stages(quick, run_dir=tmp_path, stages=["coupled"])
+    assert run.models["coupled"].student.cfg.n_layers == 5
+    assert len(run.models["student"].mlps) == 5
+
+
 def test_parse_stage_steps():
     assert parse_stage_steps(None) == {}
     assert parse_stage_steps(["student=2400", "coupled=30"]) == {"student": 2400, "coupled": 30}
