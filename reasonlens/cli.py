@@ -170,10 +170,18 @@ def existing_file(text: str) -> Path:
     return path
 
 
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity where the platform reports one (so
+    ``taskset -c 1 python ...`` means one core, not the machine's count), else ``os.cpu_count()``.
+    Lives here, not in the torch-importing grid module, so that ``--help`` stays light."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def add_backend_options(p: argparse.ArgumentParser) -> None:
     """``--workers N`` and ``--ray [ADDRESS]`` on a grid script's argparse parser."""
-    from reasonlens.training.grid import usable_cores
-
     p.add_argument(
         "--workers",
         type=int,

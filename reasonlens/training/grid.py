@@ -25,7 +25,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from reasonlens.cli import add_backend_options  # noqa: F401 - re-exported for the scripts
+from reasonlens.cli import (
+    add_backend_options,  # noqa: F401 - re-exported for the scripts
+    usable_cores,
+)
 
 
 @dataclass(frozen=True)
@@ -56,15 +59,6 @@ class Backend:
         if self.ray is not None:
             return f"ray ({self.ray or 'local'})"
         return "serial" if self.workers == 1 else f"{self.workers} local workers"
-
-
-def usable_cores() -> int:
-    """Cores this process may run on: its CPU affinity where the platform reports one (so
-    ``taskset -c 1 python ...`` means one core, not the machine's count), else ``os.cpu_count()``."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def default_workers() -> int:
