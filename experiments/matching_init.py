@@ -44,6 +44,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=cli.positive_int, help="optimizer steps per run (overrides the preset)")
     p.add_argument("--init", choices=["normal", "uniform"], help="init distribution (overrides the preset)")
     p.add_argument("--lr", type=cli.positive_float, help="peak learning rate (overrides the preset)")
+    p.add_argument("--batch-size", type=cli.positive_int, help="sequences per step (overrides the preset)")
+    p.add_argument(
+        "--eval-every", type=cli.positive_int, help="steps between evaluations (overrides the preset)"
+    )
     p.add_argument("--no-early-stop", action="store_true", help="always train the full number of steps")
     p.add_argument(
         "--embed-init-scale",
@@ -108,6 +112,8 @@ def build_runs(args: argparse.Namespace) -> list[MatchingRun]:
             steps=args.steps,
             init=args.init,
             lr=args.lr,
+            batch_size=args.batch_size,
+            eval_every=args.eval_every,
         ).items()
         if v is not None
     }

@@ -64,6 +64,9 @@ def test_overrides_build_the_requested_grid():
     paper = exp.build_runs(exp.parse_args(["--preset", "paper"]))
     assert paper[0].model.d_model == 400 and paper[0].model.init == "uniform" and paper[0].n_train == 270_000
     assert paper[0].train.batch_size == 1000 and paper[0].train.steps == 27_000
+    small = exp.build_runs(exp.parse_args(["--batch-size", "32", "--eval-every", "7", "--seeds", "0"]))
+    assert {(r.train.batch_size, r.train.eval_every) for r in small} == {(32, 7)}
+    assert exp.build_runs(exp.parse_args([]))[0].train.batch_size == 256  # the preset's, untouched
 
 
 @pytest.mark.parametrize(
@@ -73,6 +76,7 @@ def test_overrides_build_the_requested_grid():
         (["--steps", "0"], "--steps: must be a positive integer; got '0'"),
         (["--norms", "mid"], "invalid choice: 'mid'"),
         (["--lr", "0"], "--lr: must be a positive number; got '0'"),
+        (["--batch-size", "0"], "--batch-size: must be a positive integer; got '0'"),
     ],
 )
 def test_bad_arguments_are_named(argv, message, capsys):
