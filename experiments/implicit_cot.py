@@ -12,6 +12,9 @@ and writes, under --out:
                    throughput (same run, same test set, same batch size, KV-cache-free greedy
                    decoding), training time
   stages.csv       each stage's steps, training time and final validation metrics
+  answer_digits.csv  accuracy on each answer digit (position 0: least significant), greedy
+                   decoding for every method, and teacher-forced for the distillation's student
+                   given the teacher's states
   results.html/.png, training.html/.png   figures
   runs/<stage>-<key>/  checkpoints, one folder per stage and setup (resumable; reused when
                    nothing that shapes it changed)
@@ -220,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     backend = backend_from_args(args, n_runs=len(stage_lanes(setup, stages)))
     run = run_stages_parallel(setup, splits, run_dir, backend, stages=stages, progress=not args.no_progress)
 
-    rows = []
+    rows, digit_rows = [], []
     for method in methods:
         spec = RESULT_METHODS[method]
         model = run.models[spec.stage]
@@ -229,6 +232,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[test] {method}: accuracy {res.accuracy:.4f} (digits {res.digit_accuracy:.3f}), "
               f"{res.examples_per_second:.1f} examples/s "
               f"({res.seconds:.1f} s)", flush=True)  # fmt: skip
+        digit_rows += [
+            {"method": method, "model": spec.stage, "decoding": "greedy", "position": k, "accuracy": acc}
+            for k, acc in enumerate(res.digit_accuracy_by_position)
+        ]
+        if method == "implicit_kd":  # the student, handed the teacher's states: what they let it read
+            digit_rows += [
+                {
+                    "method": method,
+                    "model": "student",
+                    "decoding": "teacher_forced",
+                    "position": k,
+                    "accuracy": acc,
+                }
+                for k, acc in enumerate(run.student_digit_accuracy(splits["test"]))
+            ]
         rows.append({
             "method": method,
             "model": spec.stage,
@@ -250,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     results["speed_vs_nocot"] = results.examples_per_second / base.iloc[0] if len(base) else float("nan")
     written = [write_csv(results, args.out / "results.csv")]
     written.append(write_csv(run.stage_summary(), args.out / "stages.csv"))
+    written.append(write_csv(pd.DataFrame(digit_rows), args.out / "answer_digits.csv"))
     metrics = pd.concat([r.metrics.assign(stage=s) for s, r in run.results.items()], ignore_index=True)
     title = f"Implicit CoT, {setup.digits[0]}x{setup.digits[1]} multiplication, preset {setup.preset}"
     static = () if args.html_only else ("png",)

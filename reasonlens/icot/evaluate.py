@@ -46,6 +46,8 @@ class GenerationResult:
     digit_accuracy: float  # answer digits right, position by position, over all answer digits
     correct: torch.Tensor = field(repr=False)  # [n] bool
     outputs: list[str] = field(repr=False, default_factory=list)  # generated symbols per example
+    # digit_accuracy of each answer position, least significant digit first (the answers' order)
+    digit_accuracy_by_position: list[float] = field(repr=False, default_factory=list)
 
     @property
     def examples_per_second(self) -> float:
@@ -112,7 +114,9 @@ def generate_answers(
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    correct, outputs, n_gen, digits_right, digits_total = [], [], 0, 0, 0
+    correct, outputs, n_gen = [], [], 0
+    width = int((data.len_nocot - data.sep1 - 3).max())  # answer digits of the longest answer
+    right, total = torch.zeros(width, dtype=torch.long), torch.zeros(width, dtype=torch.long)
     t0 = time.perf_counter()
     for i in range(0, len(data), batch_size):
         p, lengths = prompts[i : i + batch_size].to(device), plen[i : i + batch_size].to(device)
@@ -132,13 +136,17 @@ def generate_answers(
             correct.append(bool(out.finished[b]) and pred == truth)
             if pred is None:  # no END: grade whatever follows ####
                 pred = gen[gen.index(ANSWER) + 1 :] if ANSWER in gen else []
-            digits_right += sum(p == t for p, t in zip(pred, truth))
-            digits_total += len(truth)
+            pred = (pred + [PAD] * len(truth))[: len(truth)]
+            right[: len(truth)] += torch.tensor([p == t for p, t in zip(pred, truth)], dtype=torch.long)
+            total[: len(truth)] += 1
             if keep_outputs:
                 outputs.append(decode(gen))
     seconds = time.perf_counter() - t0
     model.train(was_training)
     ok = torch.tensor(correct, dtype=torch.bool)
     accuracy = sum(correct) / len(correct)
-    digit_accuracy = digits_right / max(digits_total, 1)
-    return GenerationResult(method, accuracy, len(data), seconds, n_gen, digit_accuracy, ok, outputs)
+    digit_accuracy = int(right.sum()) / max(int(total.sum()), 1)
+    by_position = (right / total.clamp_min(1)).tolist()
+    return GenerationResult(
+        method, accuracy, len(data), seconds, n_gen, digit_accuracy, ok, outputs, by_position
+    )

@@ -33,6 +33,9 @@ from reasonlens.icot.internalize import RemovalSchedule
 from reasonlens.icot.modules import ImplicitCoT, MindReadingStudent, ThoughtEmulator
 from reasonlens.icot.running_sum import RunningSumHeads
 from reasonlens.icot.stages import (
+    add_teacher_states,
+    answer_digit_accuracy,
+    student_logits,
     train_coupled,
     train_emulator,
     train_internalized,
@@ -408,6 +411,18 @@ class ICoTRun:
         steps = result.steps_done if result is not None else None
         sha = stored_sha256(path) if path is not None else None
         return f"{stage}: " + model_identity(cfg, path, sha, steps)
+
+    def student_digit_accuracy(self, data: mult.MultiplicationData) -> list[float]:
+        """The mind-reading student's teacher-forced accuracy on each answer digit of ``data``
+        (least significant first), handed the trained teacher's diagonal states: which answer digits
+        those states let it read (the capacity question of a shallow teacher)."""
+        missing = [s for s in ("teacher", "student") if s not in self.models]
+        if missing:
+            raise ValueError(
+                f"the run has no trained {' or '.join(missing)} (run the implicit_kd stages first)"
+            )
+        batch = add_teacher_states(data.batch("nocot", teacher=True), self.models["teacher"])
+        return answer_digit_accuracy(self.models["student"], batch, student_logits).tolist()
 
     def stage_summary(self) -> pd.DataFrame:
         """One row per stage: steps, training wall time, and its last validation metrics."""

@@ -96,6 +96,37 @@ def lm_evaluator(logits_fn: LogitsFn) -> Callable[[nn.Module, Batch, int], dict[
 
 
 @torch.no_grad()
+def answer_digit_accuracy(
+    module: nn.Module, batch: Batch, logits_fn: LogitsFn, batch_size: int = 1024
+) -> Float[Tensor, " width"]:
+    """Teacher-forced accuracy of each answer digit, least significant first, on a batch of the
+    ``nocot`` format (``MultiplicationData.batch("nocot", ...)``; add ``teacher_states`` for the
+    student). Digit ``k``'s prediction is read at position ``sep + 1 + k`` (the ``####`` token's
+    successor onwards); examples with shorter answers count only for the positions they have."""
+    if "sep" not in batch.extra or "length" not in batch.extra:
+        raise ValueError(
+            "the batch has no extra['sep'] / extra['length']: build it with MultiplicationData.batch"
+        )
+    widths = batch.extra["length"] - batch.extra["sep"] - 3  # [batch]: answer digits per example
+    width = int(widths.max())
+    right, total = torch.zeros(width), torch.zeros(width)
+    was_training = module.training
+    module.eval()
+    device = next(module.parameters()).device
+    offsets = torch.arange(width)
+    for i in range(0, len(batch), batch_size):
+        b = batch[i : i + batch_size].to(device)
+        pred = logits_fn(module, b).argmax(-1).cpu()  # [b, pos]
+        pos = (b.extra["sep"].cpu()[:, None] + 1 + offsets).clamp_max(pred.shape[1] - 1)  # [b, width]
+        have = offsets[None, :] < widths[i : i + batch_size, None]
+        ok = (pred.gather(1, pos) == b.targets.cpu().gather(1, pos)) & have
+        right += ok.sum(0)
+        total += have.sum(0)
+    module.train(was_training)
+    return right / total.clamp_min(1)
+
+
+@torch.no_grad()
 def evaluate_emulator(emulator: ThoughtEmulator, batch: Batch, batch_size: int) -> dict[str, float]:
     """The emulation loss and the fraction of the teacher states' variance it leaves unexplained
     (``1 - R^2`` pooled over layers and dimensions)."""

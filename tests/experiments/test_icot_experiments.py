@@ -39,6 +39,16 @@ def test_quick_runs_write_results_then_probes_reuse_the_checkpoints(tmp_path, ca
     assert by.speed_vs_nocot["no_cot"] == 1.0
     stages = pd.read_csv(out / "stages.csv")
     assert list(stages.stage) == ["nocot", "teacher", "student", "emulator", "coupled", "internalize", "aux"]
+    digits = pd.read_csv(out / "answer_digits.csv")
+    greedy = digits[digits.decoding == "greedy"]
+    positions = greedy.groupby("method").position.apply(list).to_dict()
+    assert positions == {m: list(range(6)) for m in results.method}
+    # every test answer has six digits, so the positions' mean is the overall digit accuracy
+    mean = greedy.groupby("method").accuracy.mean().to_dict()
+    assert mean == pytest.approx(by.test_digit_accuracy.to_dict())
+    forced = digits[digits.decoding == "teacher_forced"]
+    assert set(forced.model) == {"student"} and list(forced.position) == list(range(6))
+    assert forced.accuracy.between(0, 1).all()
     for name in ("results", "training"):
         assert (out / f"{name}.html").exists()
     check_report(out, ["results", "training"], ["results.csv", "stages.csv"])

@@ -24,9 +24,11 @@ from reasonlens.icot import (
     train_student,
     train_teacher,
 )
+from reasonlens.icot.stages import answer_digit_accuracy
 from reasonlens.icot.states import teacher_states
 from reasonlens.models import Transformer
 from reasonlens.tasks import multiplication as M
+from reasonlens.tasks.batch import Batch
 from reasonlens.training import TrainConfig
 from reasonlens.training.grid import Backend
 from tests.conftest import tiny_config
@@ -142,9 +144,20 @@ def test_generation_grades_exact_answers(splits, method, fmt):
     assert res.correct.tolist() == [i not in (3, 7) for i in range(len(data))]
     assert res.accuracy == pytest.approx(14 / 16) and res.tokens_generated > 0 and res.seconds > 0
     assert res.digit_accuracy == pytest.approx(1 - 2 / (16 * 4))  # one wrong digit of four, twice
+    assert res.digit_accuracy_by_position == pytest.approx([1, 1, 1, 14 / 16])  # the last digit, twice
     want = M.decode(data.tokens_cot[0, data.sep1[0] + 1 : data.len_cot[0]]) if fmt == "cot" else None
     if want is not None:
         assert res.outputs[0] == want
+
+
+def test_teacher_forced_accuracy_of_each_answer_digit(splits):
+    data = splits["test"]
+    oracle = Oracle(data, "nocot", wrong={3, 7})
+    acc = answer_digit_accuracy(oracle, data.batch("nocot"), lambda m, b: m(b.inputs), batch_size=5)
+    assert acc.tolist() == pytest.approx([1, 1, 1, 14 / 16])
+    with pytest.raises(ValueError, match="extra\\['sep'\\]"):
+        b = data.batch("nocot")
+        answer_digit_accuracy(oracle, Batch(b.inputs, b.targets, b.mask), lambda m, b: m(b.inputs))
 
 
 def test_implicit_decoding_matches_the_coupled_forward_pass(splits):
