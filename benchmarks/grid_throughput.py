@@ -58,22 +58,9 @@ def build_grid(n_runs: int, steps: int, quick: bool) -> list:
     preset = MATCHING_INIT_PRESETS["quick" if quick else "cpu"]
     per_seed = len(preset.gammas) * len(preset.norms)
     seeds = tuple(range(-(-n_runs // per_seed)))
-    args = argparse.Namespace(
-        quick=quick,
-        preset="cpu",
-        gammas=None,
-        norms=None,
-        seeds=seeds,
-        steps=steps,
-        init=None,
-        lr=None,
-        no_early_stop=True,
-        embed_init_scale=1.0,
-        no_embed_decay=False,
-        fp32=False,
-        device="cpu",
-        no_progress=True,
-    )
+    # the script's own parser, so that a new option of the main job reaches the benchmark too
+    argv = ["--seeds", *map(str, seeds), "--steps", str(steps), "--no-early-stop", "--device", "cpu"]
+    args = job.parse_args([*argv, "--no-progress", *(["--quick"] if quick else [])])
     runs = job.build_runs(args)
     # seed-major order (every setting of seed 0 first), then the first n_runs
     runs.sort(key=lambda r: r.labels["seed"])
