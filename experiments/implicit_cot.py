@@ -50,16 +50,14 @@ import time
 from pathlib import Path
 
 from reasonlens import cli
-from reasonlens.names import ICOT_RESULT_METHODS, add_stage_steps_option, parse_stage_steps
+from reasonlens.names import (
+    ICOT_RESULT_METHODS,
+    add_kd_shape_option,
+    add_stage_steps_option,
+    parse_stage_steps,
+)
 
 DEFAULT_OUT = Path("figures/implicit_cot")
-
-
-def _kd_shape(text: str) -> tuple[int, int]:
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise argparse.ArgumentTypeError(f"expected LAYERSxWIDTH such as 12x64; got {text!r}")
-    return int(parts[0]), int(parts[1])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -101,11 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--aux-weight", type=cli.nonneg_float, default=None,
         help="weight of the running-sum loss of aux_running_sum (default: the preset's, 30)",
     )  # fmt: skip
-    p.add_argument(
-        "--kd-shape", type=_kd_shape, default=None, metavar="LAYERSxWIDTH",
-        help="shape of the distillation chain (teacher, student, emulator), e.g. 12x64: 12 blocks of "
-        "d_model 64, so the teacher's diagonal states cover more of the CoT (default: the preset's)",
-    )  # fmt: skip
+    add_kd_shape_option(p)
     add_stage_steps_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--html-only", action="store_true", help="skip the PNG copies of the figures (faster)")

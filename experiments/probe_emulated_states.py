@@ -35,6 +35,7 @@ from reasonlens import cli
 from reasonlens.names import (
     ICOT_QUICK_RUNS,
     ICOT_RUNS,
+    add_kd_shape_option,
     add_stage_steps_option,
     icot_analysis_folders,
     parse_stage_steps,
@@ -73,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--max-iter", type=cli.positive_int, default=200, help="L-BFGS iterations per probe (default 200)"
     )
+    add_kd_shape_option(p)
     add_stage_steps_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--html-only", action="store_true", help="skip the PNG copies of the figures (faster)")
@@ -111,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(str(err)) from None
     t0 = time.perf_counter()
     setup = preset(args.preset, (args.digits, args.digits), quick=args.quick, seed=args.seed)
+    if args.kd_shape is not None:
+        setup = setup.with_kd_shape(*args.kd_shape)
     setup = setup.with_steps(stage_steps).with_device(args.device).with_progress(not args.no_progress)
     splits = make_data(setup)
     run = run_stages(setup, splits, args.runs)

@@ -52,6 +52,24 @@ def parse_stage_steps(items: list[str] | None) -> dict[str, int]:
     return steps
 
 
+def kd_shape(text: str) -> tuple[int, int]:
+    """``"12x64"`` -> ``(12, 64)``: the ``--kd-shape LAYERSxWIDTH`` option's type (an argparse error
+    naming the text otherwise)."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected LAYERSxWIDTH such as 12x64; got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def add_kd_shape_option(parser: argparse.ArgumentParser) -> None:
+    """The scripts' ``--kd-shape LAYERSxWIDTH`` option (``ICoTSetup.with_kd_shape``)."""
+    parser.add_argument(
+        "--kd-shape", type=kd_shape, default=None, metavar="LAYERSxWIDTH",
+        help="shape of the distillation chain (teacher, student, emulator), e.g. 12x64: 12 blocks of "
+        "d_model 64, so the teacher's diagonal states cover more of the CoT (default: the preset's)",
+    )  # fmt: skip
+
+
 ICOT_RUNS = Path("figures/implicit_cot/runs")  # where experiments/implicit_cot.py keeps its checkpoints
 ICOT_QUICK_RUNS = Path("figures/implicit_cot/quick/runs")
 

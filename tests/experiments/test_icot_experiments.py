@@ -111,6 +111,27 @@ def test_quick_runs_write_results_then_probes_reuse_the_checkpoints(tmp_path, ca
             assert f"{method}={method.split('_')[0]}" in title or f"{method}=" in title, (fig_name, method)
 
 
+def test_probes_take_the_distillation_chain_shape(tmp_path):
+    """--kd-shape reaches the probe script: a 3-block chain is trained and probed at three layers."""
+    out = tmp_path / "probes"
+    argv = [
+        "--quick",
+        "--kd-shape",
+        "3x16",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--html-only",
+        "--device",
+        "cpu",
+    ]
+    assert load("probe_emulated_states").main(argv) == 0
+    table = pd.read_csv(out / "probes.csv")
+    kd = table[table.source.isin(["teacher", "emulator", "coupled_emulator", "coupled_student"])]
+    assert set(kd.layer) == {0, 1, 2}
+    assert set(table[table.source == "nocot"].layer) == {0, 1}  # the no-CoT model keeps the preset's shape
+
+
 def test_methods_flag_trains_only_what_the_chosen_methods_need(tmp_path):
     icot = load("implicit_cot")
     out = tmp_path / "si"
@@ -140,6 +161,7 @@ def test_methods_flag_trains_only_what_the_chosen_methods_need(tmp_path):
         ("implicit_cot", ["--workers", "0"], "--workers must be >= 1; got 0"),
         ("implicit_cot", ["--kd-shape", "12"], "expected LAYERSxWIDTH such as 12x64; got '12'"),
         ("probe_emulated_states", ["--stage-steps", "pupil=3"], "expected STAGE=N"),
+        ("probe_emulated_states", ["--kd-shape", "0x64"], "expected LAYERSxWIDTH such as 12x64; got '0x64'"),
     ],
 )
 def test_bad_arguments_fail_before_any_work(tmp_path, script, argv, message, capsys):
