@@ -35,6 +35,7 @@ from reasonlens import cli
 from reasonlens.names import (
     ICOT_QUICK_RUNS,
     ICOT_RUNS,
+    ICOT_STAGES,
     add_kd_shape_option,
     add_stage_steps_option,
     icot_analysis_folders,
@@ -117,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         setup = setup.with_kd_shape(*args.kd_shape)
     setup = setup.with_steps(stage_steps).with_device(args.device).with_progress(not args.no_progress)
     splits = make_data(setup)
-    run = run_stages(setup, splits, args.runs)
+    # only what the sources read: the distillation chain and the no-CoT model, not SI or the aux model
+    run = run_stages(setup, splits, args.runs, stages=ICOT_STAGES)
     data = splits["probe"]
     states = collect_states(run, data)
     n_layers = run.models["teacher"].cfg.n_layers

@@ -130,6 +130,8 @@ def test_probes_take_the_distillation_chain_shape(tmp_path):
     kd = table[table.source.isin(["teacher", "emulator", "coupled_emulator", "coupled_student"])]
     assert set(kd.layer) == {0, 1, 2}
     assert set(table[table.source == "nocot"].layer) == {0, 1}  # the no-CoT model keeps the preset's shape
+    trained = {p.name.split("-")[0] for p in (out / "runs").iterdir()}
+    assert trained == {"nocot", "teacher", "student", "emulator", "coupled"}  # what the sources read, no more
 
 
 def test_methods_flag_trains_only_what_the_chosen_methods_need(tmp_path):
